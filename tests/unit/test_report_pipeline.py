@@ -1,0 +1,186 @@
+"""Bundle, gates and renderers on a hand-built report (no probes involved)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from diag import gates, render
+from diag.bundle import Bundle, BundleWriter
+from diag.findings import Finding, Location
+from diag.report import REPORT_SCHEMA, Report
+from probes.errors import UsageError
+
+
+def _report(p95: float = 640.0, error_rate: float = 0.004) -> Report:
+    findings = [
+        Finding(
+            "slow_query",
+            "per-project task scan",
+            42.0,
+            "42% of database time",
+            "CREATE INDEX ...",
+            Location(queryid=7, sql="SELECT * FROM t WHERE p = $1"),
+            {"calls": 900},
+            "postgres",
+        ),
+        Finding(
+            "memory_leak",
+            "chat sessions retained",
+            61.0,
+            "limit in 40 min",
+            "evict sessions",
+            Location(code="add_message (server.py:10)"),
+            {},
+            "process",
+        ),
+        Finding(
+            "cpu_hotspot",
+            "compute_etag",
+            12.0,
+            "12% of CPU",
+            "hash less",
+            Location(code="compute_etag (server.py:88)"),
+            {},
+            "pyspy",
+        ),
+    ]
+    load = {
+        "totals": {
+            "requests": 1000,
+            "failures": 4,
+            "error_rate": error_rate,
+            "rps": 33.3,
+            "p50_ms": 40.0,
+            "p95_ms": p95,
+            "p99_ms": 900.0,
+        },
+        "endpoints": [
+            {
+                "name": "GET /api/projects",
+                "requests": 600,
+                "failures": 0,
+                "p50_ms": 50,
+                "p95_ms": 700,
+                "p99_ms": 950,
+            }
+        ],
+        "timeline": [
+            {
+                "t": float(i),
+                "users": 10,
+                "rps": 30 + i,
+                "p50_ms": 40,
+                "p95_ms": 600 + i,
+                "p99_ms": 900,
+            }
+            for i in range(30)
+        ],
+    }
+    processes = [
+        {
+            "label": "server (pid 1)",
+            "pid": 1,
+            "cpu_mean": 55.0,
+            "rss_start": 1e8,
+            "rss_end": 2e8,
+            "leak_verdict": "heap leak",
+            "series": [[float(i), 50.0, 1e8 + i * 1e6] for i in range(30)],
+        }
+    ]
+    return Report(
+        run={"id": "r1", "status": "complete", "duration_s": 60},
+        load=load,
+        processes=processes,
+        findings=findings,
+    )
+
+
+def test_bundle_survives_a_torn_line_and_no_close(tmp_path: Path) -> None:
+    writer = BundleWriter.create(tmp_path / "b", {"options": {"dsn": "x"}})
+    writer.emit("load", {"rps": 1.0}, t=1.0)
+    writer.emit("load", {"rps": 2.0}, t=2.0)
+    with (tmp_path / "b" / "events" / "load.jsonl").open("a") as handle:
+        handle.write('{"rps": 3')  # killed mid-write
+    bundle = Bundle(tmp_path / "b")
+    assert bundle.status == "killed"
+    assert [r["rps"] for r in bundle.events("load")] == [1.0, 2.0]
+    assert bundle.ended_at == 2.0
+    writer.close("interrupted")
+    assert Bundle(tmp_path / "b").status == "interrupted"
+
+
+def test_bundle_refuses_non_empty_out_and_garbage(tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        BundleWriter.create(tmp_path / "full", {})
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "manifest.json").write_text("{nope")
+    with pytest.raises(UsageError, match="not valid JSON"):
+        Bundle(tmp_path / "junk")
+    with pytest.raises(UsageError, match="not a run bundle"):
+        Bundle(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("expr", "passed"),
+    [
+        ("p95>500ms", False),
+        ("p95>1s", True),
+        ("error_rate>1%", True),
+        ("error_rate>0.1%", False),
+        ("leak", False),
+        ("severity>=critical", False),
+        ("kind:n_plus_one", True),
+        ("findings>5", True),
+        ("rps<10", True),
+    ],
+)
+def test_gates(expr: str, passed: bool) -> None:
+    (result,) = gates.evaluate_all([expr], _report())
+    assert result.passed is passed, result
+
+
+def test_regression_gate_needs_and_uses_a_baseline() -> None:
+    with pytest.raises(UsageError, match="baseline"):
+        gates.evaluate_all(["regression>20%"], _report())
+    base = _report(p95=500.0)
+    (worse,) = gates.evaluate_all(["regression>20%"], _report(p95=640.0), base)
+    assert not worse.passed and "p95 +28%" in worse.actual
+    (same,) = gates.evaluate_all(["regression>20%"], _report(p95=520.0), base)
+    assert same.passed
+
+
+@pytest.mark.parametrize("bad", ["p95>>1", "latency>5", "severity>=huge", "", "p95>fast"])
+def test_bad_gates_are_usage_errors(bad: str) -> None:
+    with pytest.raises(UsageError):
+        gates.parse_gate(bad)
+
+
+def test_renderers_agree_on_the_ranking() -> None:
+    report = _report()
+    report = report.with_gates(gates.evaluate_all(["p95>500ms", "error_rate>1%"], report))
+    data = json.loads(render.render(report, "json"))
+    assert data["schema"] == REPORT_SCHEMA
+    assert [f["kind"] for f in data["findings"]] == ["memory_leak", "slow_query", "cpu_hotspot"]
+    assert Report.from_json(data).to_json() == data
+
+    md = render.render(report, "md")
+    assert md.index("chat sessions retained") < md.index("per-project task scan")
+    assert "❌ FAIL" in md and "✅ pass" in md
+
+    term = render.render(report, "term", width=100)
+    assert "CRIT" in term and "compute_etag" in term
+
+    page = render.render(report, "html")
+    assert page.count("<svg") >= 3 and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
+
+    junit = ET.fromstring(render.render(report, "junit").split("?>", 1)[1])
+    suite = junit.find("testsuite")
+    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
