@@ -1,0 +1,360 @@
+"""memray attach windows: track a running process's allocations for a bounded time.
+
+``MemrayRecorder(pid, out_dir, duration)``: ``start()`` runs ``memray attach -o FILE
+--duration N --trace-python-allocators PID`` (gdb injects memray into the target, which
+then writes FILE itself, so FILE lives in a private directory the target's user can
+write), ``poll()`` is true once the capture is finalized, ``stop()`` detaches early,
+``result()`` reads it back (``read_capture``: CPU work, call it from a thread) and moves
+the capture into ``out_dir``. ``record_window`` is the asyncio form.
+
+``read_capture`` turns memray's temporal records into per-location live-byte series
+across the capture's memory snapshots; ranking them (leak vs filling cache) is
+``diag.leaks``' job. If the target's interpreter cannot import memray,
+``memray_unavailable`` says so with the fix, and the caller goes on without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probes.errors import PrerequisiteError
+
+Frame = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class LocationSeries:
+    """Live bytes allocated at one stack, sampled at the capture's snapshots."""
+
+    stack: tuple[Frame, ...]  # leaf first (memray's order)
+    live_bytes: tuple[int, ...]  # one value per snapshot
+    allocations: int  # allocations made during the window
+
+    @property
+    def final_bytes(self) -> int:
+        return self.live_bytes[-1] if self.live_bytes else 0
+
+
+@dataclass(frozen=True)
+class MemrayCapture:
+    """What a memray window saw: snapshot clock, RSS/heap, and per-stack live bytes."""
+
+    pid: int
+    path: str
+    times: tuple[float, ...]  # seconds since the first snapshot
+    rss: tuple[int, ...]
+    heap: tuple[int, ...]
+    locations: tuple[LocationSeries, ...] = field(repr=False)
+    total_allocations: int = 0
+    peak_memory: int = 0
+    duration: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "type": "memray_capture",
+            "pid": self.pid,
+            "path": self.path,
+            "snapshots": len(self.times),
+            "duration": round(self.duration, 3),
+            "total_allocations": self.total_allocations,
+            "peak_memory": self.peak_memory,
+            "rss_first_last": [self.rss[0], self.rss[-1]] if self.rss else [],
+            "heap_first_last": [self.heap[0], self.heap[-1]] if self.heap else [],
+            "locations": len(self.locations),
+        }
+
+
+@dataclass(frozen=True)
+class MemrayWindow:
+    """The record of one window (a Session writes ``to_json()``)."""
+
+    pid: int
+    label: str
+    started: float
+    duration: float
+    path: str | None
+    error: str | None = None
+    capture: MemrayCapture | None = field(default=None, compare=False, repr=False)
+
+    kind = "memray_window"
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "type": self.kind,
+            "pid": self.pid,
+            "label": self.label,
+            "started": self.started,
+            "duration": self.duration,
+            "path": self.path,
+            "error": self.error,
+        }
+        if self.capture is not None:
+            out["capture"] = self.capture.to_json()
+        return out
+
+
+def memray_path() -> str:
+    beside = Path(sys.executable).parent / "memray"
+    found = str(beside) if beside.is_file() else shutil.which("memray")
+    if not found:
+        raise PrerequisiteError("memray not found: pip install memray")
+    return found
+
+
+def target_interpreter(pid: int) -> str | None:
+    try:
+        return str(Path(f"/proc/{pid}/exe").resolve(strict=True))
+    except OSError:
+        return None
+
+
+def memray_unavailable(pid: int) -> str | None:
+    """None when memray can attach to ``pid``; else one line saying why and the fix."""
+    if shutil.which("gdb") is None and shutil.which("lldb") is None:
+        return "memray attach needs gdb: apt-get install gdb (memray windows skipped)"
+    interpreter = target_interpreter(pid)
+    if interpreter is None:
+        return f"cannot read PID {pid}'s interpreter (gone, or no permission: run as root)"
+    try:
+        proc = subprocess.run([interpreter, "-c", "import memray"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run {interpreter}: {exc}"
+    if proc.returncode != 0:
+        return (
+            f"memray is not importable by PID {pid}'s interpreter {interpreter}: "
+            f"run `{interpreter} -m pip install memray` in the target's environment "
+            "(memray windows skipped; other probes go on)"
+        )
+    return None
+
+
+def _private_dir(pid: int) -> Path:
+    """A fresh directory the target's user can write into (and nobody else can)."""
+    path = Path(tempfile.mkdtemp(prefix=f"archon-diag-memray-{pid}-", dir="/tmp"))
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+        if os.geteuid() == 0 and uid != 0:
+            os.chown(path, uid, -1)
+    except OSError:
+        path.chmod(0o1777)
+    return path
+
+
+class MemrayRecorder:
+    """One bounded ``memray attach`` window on one PID."""
+
+    def __init__(
+        self,
+        pid: int,
+        out_dir: Path,
+        *,
+        label: str = "",
+        duration: float = 10.0,
+        trace_python_allocators: bool = True,
+        native: bool = False,
+    ) -> None:
+        self.pid = pid
+        self.label = label or f"pid {pid}"
+        self.out_dir = out_dir
+        self.duration = duration
+        self.trace_python_allocators = trace_python_allocators
+        self.native = native
+        self._tmp = _private_dir(pid)
+        self.capture_path = self._tmp / f"memray-{pid}.bin"
+        self._attach: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+        self._attached_at: float | None = None
+        self._error: str | None = None
+        self._log = self._tmp / "attach.log"
+
+    def argv(self) -> list[str]:
+        args = [
+            memray_path(), "attach", "-o", str(self.capture_path),
+            "--duration", str(max(1, round(self.duration))), "--force", "--no-compress",
+        ]  # fmt: skip
+        if self.trace_python_allocators:
+            args.append("--trace-python-allocators")
+        if self.native:
+            args.append("--native")
+        return [*args, str(self.pid)]
+
+    def start(self) -> None:
+        self._started = time.time()
+        with self._log.open("wb") as log:
+            self._attach = subprocess.Popen(
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    def _finalized(self) -> bool:
+        if not self.capture_path.exists():
+            return False
+        try:
+            import memray
+
+            meta = memray.FileReader(str(self.capture_path)).metadata
+        except Exception:  # still being written / unreadable yet
+            return False
+        return bool(meta.end_time > meta.start_time)
+
+    def poll(self) -> bool:
+        """True when the window is over (capture finalized, or attach failed)."""
+        if self._attach is None:
+            return False
+        if self._attach.poll() is None:
+            return False
+        if self._attach.returncode != 0:
+            if self._error is None:
+                text = self._log.read_text(errors="replace") if self._log.exists() else ""
+                self._error = explain_attach_failure(text, self.pid)
+            return True
+        if self._attached_at is None:
+            self._attached_at = time.monotonic()
+        if not _pid_alive(self.pid):
+            if self._error is None and not self._finalized():
+                self._error = f"PID {self.pid} exited during the memray window"
+            return True
+        return self._finalized()
+
+    def stop(self) -> None:
+        """Stop tracking now (``memray detach``); the target finalizes the capture."""
+        if self._attach is not None and self._attach.poll() is None:
+            self._attach.wait(30)
+        if self._attach is not None and self._attach.returncode == 0 and not self._finalized():
+            subprocess.run(
+                [memray_path(), "detach", str(self.pid)],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+
+    def result(self) -> MemrayWindow:
+        """Read the capture (seconds of CPU on big captures: call from a thread)."""
+        elapsed = time.time() - self._started
+        if self._error is not None:
+            return MemrayWindow(self.pid, self.label, self._started, elapsed, None, self._error)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        final = self.out_dir / f"memray-{self.pid}-{int(self._started)}.bin"
+        try:
+            shutil.move(str(self.capture_path), final)
+        except OSError as exc:
+            return MemrayWindow(
+                self.pid, self.label, self._started, elapsed, None, f"no capture: {exc}"
+            )
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        try:
+            capture = read_capture(final, self.pid)
+        except CaptureError as exc:
+            return MemrayWindow(self.pid, self.label, self._started, elapsed, str(final), str(exc))
+        return MemrayWindow(
+            self.pid, self.label, self._started, capture.duration, str(final), None, capture
+        )
+
+
+def explain_attach_failure(text: str, pid: int) -> str:
+    low = text.lower()
+    if "no module named" in low or ("memray" in low and "import" in low):
+        return f"memray is not importable in PID {pid}'s environment: pip install memray there"
+    if "ptrace" in low or "operation not permitted" in low or "permission" in low:
+        return (
+            f"no ptrace permission for PID {pid}: run as root, or "
+            "`sysctl kernel.yama.ptrace_scope=0`, or add --cap-add SYS_PTRACE"
+        )
+    if "no such process" in low or "does not exist" in low:
+        return f"PID {pid} is gone"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return f"memray attach failed on PID {pid}: {lines[-1] if lines else 'no output'}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+class CaptureError(Exception):
+    """A capture file is missing, truncated or not a memray capture."""
+
+
+def read_capture(path: Path, pid: int = 0) -> MemrayCapture:
+    """Per-stack live bytes at each memory snapshot of a (non-aggregated) capture."""
+    import memray
+
+    try:
+        reader = memray.FileReader(str(path))
+        snaps = list(reader.get_memory_snapshots())
+        records = list(reader.get_temporal_allocation_records(merge_threads=True))
+        meta = reader.metadata
+    except Exception as exc:  # memray raises OSError / ValueError on bad files
+        raise CaptureError(f"cannot read memray capture {path}: {exc}") from None
+    if not snaps:
+        raise CaptureError(f"memray capture {path} holds no snapshots (window too short?)")
+    t0 = snaps[0].time
+    times = tuple((s.time - t0) / 1000.0 for s in snaps)
+    n = len(snaps)
+    locations = []
+    for rec in records:
+        delta = [0] * (n + 1)
+        allocations = 0
+        for iv in rec.intervals:
+            start = min(iv.allocated_before_snapshot, n)
+            end = n if iv.deallocated_before_snapshot is None else iv.deallocated_before_snapshot
+            end = min(end, n)
+            allocations += iv.n_allocations
+            if end > start:
+                delta[start] += iv.n_bytes
+                delta[end] -= iv.n_bytes
+        live = []
+        acc = 0
+        for k in range(n):
+            acc += delta[k]
+            live.append(acc)
+        if not any(live):
+            continue
+        stack = tuple((str(f), str(p), int(ln)) for f, p, ln in rec.stack_trace())
+        locations.append(LocationSeries(stack, tuple(live), allocations))
+    duration = (meta.end_time - meta.start_time).total_seconds()
+    return MemrayCapture(
+        pid=pid or int(meta.pid or 0),
+        path=str(path),
+        times=times,
+        rss=tuple(int(s.rss) for s in snaps),
+        heap=tuple(int(s.heap) for s in snaps),
+        locations=tuple(locations),
+        total_allocations=int(meta.total_allocations),
+        peak_memory=int(meta.peak_memory),
+        duration=max(duration, times[-1]),
+    )
+
+
+async def record_window(
+    recorder: MemrayRecorder, stop: asyncio.Event | None = None
+) -> MemrayWindow:
+    """Run one window without blocking the loop; ``stop`` detaches early."""
+    recorder.start()
+    deadline = time.monotonic() + recorder.duration + 60.0
+    while not recorder.poll():
+        if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+            await asyncio.to_thread(recorder.stop)
+            for _ in range(100):
+                if recorder.poll():
+                    break
+                await asyncio.sleep(0.1)
+            break
+        await asyncio.sleep(0.1)
+    return await asyncio.to_thread(recorder.result)

@@ -1,0 +1,302 @@
+"""py-spy as a subprocess, in bounded windows, and the parser of its raw collapsed stacks.
+
+``PySpyRecorder`` runs one ``py-spy record --format raw`` window for one PID: ``start()``
+returns at once, ``poll()`` says whether it finished, ``stop()`` ends it early with SIGINT
+(py-spy loses its output on SIGTERM), ``result()`` reads the file into a ``PySpyWindow``.
+``record_window`` is the asyncio form a Session awaits. Two modes: ``cpu`` (active threads
+only: hotspots) and ``wall`` (``--idle``: every thread, for the wall-time breakdown).
+Frames are recorded with ``--full-filenames`` so the analysis can tell application code
+from the standard library and installed packages.
+
+Parsing (``parse_collapsed``) is pure and fast; it counts garbage lines instead of failing
+and says so in ``CollapsedStacks.bad_lines``. Folding and statistics live in
+``diag.hotspots``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probes.errors import PrerequisiteError
+
+Frame = tuple[str, str, int]  # (function, file, line); line 0 when unknown
+Stack = tuple[Frame, ...]  # root first
+
+
+@dataclass(frozen=True)
+class CollapsedStacks:
+    """Distinct stacks (root first) with their sample counts."""
+
+    stacks: dict[Stack, int]
+    bad_lines: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.stacks.values())
+
+    def to_json(self) -> dict[str, object]:
+        return {"total": self.total, "distinct": len(self.stacks), "bad_lines": self.bad_lines}
+
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+
+
+def _parse_frame(text: str, cache: dict[str, Frame]) -> Frame | None:
+    frame = cache.get(text)
+    if frame is not None:
+        return frame
+    m = _FRAME.match(text)
+    if m:
+        frame = (m["func"], m["file"], int(m["line"] or 0))
+    elif text and "(" not in text:  # e.g. a thread or process label frame
+        frame = (text, "", 0)
+    else:
+        return None
+    cache[text] = frame
+    return frame
+
+
+def parse_collapsed(lines: Iterable[str]) -> CollapsedStacks:
+    """Parse ``frame;frame;... count`` lines (root first). Bad lines are counted, skipped."""
+    stacks: dict[Stack, int] = {}
+    cache: dict[str, Frame] = {}
+    bad = 0
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if not line.strip():
+            continue
+        body, _, count_text = line.rpartition(" ")
+        if not body or not count_text.isdigit():
+            bad += 1
+            continue
+        frames = []
+        for part in body.split(";"):
+            frame = _parse_frame(part, cache)
+            if frame is None:
+                break
+            frames.append(frame)
+        else:
+            stack = tuple(frames)
+            stacks[stack] = stacks.get(stack, 0) + int(count_text)
+            continue
+        bad += 1
+    return CollapsedStacks(stacks, bad)
+
+
+def read_collapsed(path: Path) -> CollapsedStacks:
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return parse_collapsed(fh)
+
+
+@dataclass(frozen=True)
+class PySpyWindow:
+    """One finished recording window (the record a Session writes to JSONL)."""
+
+    pid: int
+    label: str
+    mode: str  # "cpu" | "wall"
+    started: float  # time.time()
+    duration: float  # seconds actually sampled
+    rate: int
+    path: str  # the raw collapsed file
+    samples: int
+    distinct_stacks: int
+    bad_lines: int
+    warnings: tuple[str, ...] = ()
+    error: str | None = None  # set when the window produced nothing usable
+    stacks: CollapsedStacks | None = field(default=None, compare=False, repr=False)
+
+    kind = "pyspy_window"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "type": self.kind,
+            "pid": self.pid,
+            "label": self.label,
+            "mode": self.mode,
+            "started": self.started,
+            "duration": self.duration,
+            "rate": self.rate,
+            "path": self.path,
+            "samples": self.samples,
+            "distinct_stacks": self.distinct_stacks,
+            "bad_lines": self.bad_lines,
+            "warnings": list(self.warnings),
+            "error": self.error,
+        }
+
+
+def pyspy_path() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.is_file() else shutil.which("py-spy")
+    if not found:
+        raise PrerequisiteError("py-spy not found: pip install py-spy")
+    return found
+
+
+def explain_failure(stderr: str, pid: int) -> str:
+    """One line saying what went wrong with a py-spy run, and what to do."""
+    text = stderr.lower()
+    if "permission denied" in text or "operation not permitted" in text:
+        return (
+            f"no ptrace permission for PID {pid}: run as root, or "
+            "`sysctl kernel.yama.ptrace_scope=0`, or add --cap-add SYS_PTRACE"
+        )
+    if "no such process" in text or "failed to open process" in text:
+        return f"PID {pid} is gone"
+    if "python version" in text or "failed to find python" in text or "interpreter" in text:
+        return f"PID {pid} does not look like a Python process (py-spy found no interpreter)"
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    return f"py-spy failed on PID {pid}: {lines[-1] if lines else 'no output'}"
+
+
+class PySpyRecorder:
+    """One ``py-spy record`` window on one PID."""
+
+    def __init__(
+        self,
+        pid: int,
+        out_path: Path,
+        *,
+        label: str = "",
+        duration: float = 5.0,
+        rate: int = 100,
+        mode: str = "cpu",
+        nonblocking: bool = False,
+    ) -> None:
+        if mode not in ("cpu", "wall"):
+            raise ValueError(f"mode must be cpu or wall, not {mode!r}")
+        self.pid = pid
+        self.label = label or f"pid {pid}"
+        self.out_path = out_path
+        self.duration = duration
+        self.rate = rate
+        self.mode = mode
+        self.nonblocking = nonblocking
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+        self._mono = 0.0
+        self._stopped_at: float | None = None
+        self._err_path = out_path.with_suffix(out_path.suffix + ".log")
+
+    def argv(self) -> list[str]:
+        args = [
+            pyspy_path(),
+            "record",
+            "--pid", str(self.pid),
+            "--format", "raw",
+            "--output", str(self.out_path),
+            "--rate", str(self.rate),
+            "--duration", str(max(1, round(self.duration))),
+            "--full-filenames",
+        ]  # fmt: skip
+        if self.mode == "wall":
+            args.append("--idle")
+        if self.nonblocking:
+            args.append("--nonblocking")
+        return args
+
+    def start(self) -> None:
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self._started = time.time()
+        self._mono = time.monotonic()
+        with self._err_path.open("wb") as err:
+            self._popen = subprocess.Popen(
+                self.argv(), stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
+            )
+
+    def poll(self) -> bool:
+        """True once py-spy has exited."""
+        return self._popen is not None and self._popen.poll() is not None
+
+    def stop(self) -> None:
+        """End the window early; py-spy writes what it has (SIGINT, not SIGTERM)."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._stopped_at = time.monotonic()
+            self._popen.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._popen is None:
+            return
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            self._popen.wait()
+
+    def result(self) -> PySpyWindow:
+        """Read the finished window (parsing is CPU work: call it from a thread in a loop)."""
+        if self._popen is None or self._popen.returncode is None:
+            raise RuntimeError("result() before the recorder finished")
+        elapsed = (self._stopped_at or time.monotonic()) - self._mono
+        stderr = self._err_path.read_text(errors="replace") if self._err_path.exists() else ""
+        warnings = tuple(
+            ln.strip().removeprefix("py-spy> ").strip()
+            for ln in stderr.splitlines()
+            if "behind in sampling" in ln
+        )
+        if warnings:
+            warnings = (warnings[-1] + " (lower --rate)",)
+        stacks: CollapsedStacks | None = None
+        error: str | None = None
+        if self.out_path.exists() and self.out_path.stat().st_size > 0:
+            stacks = read_collapsed(self.out_path)
+            if not stacks.stacks and stacks.bad_lines:
+                error = (
+                    f"py-spy output for PID {self.pid} is unreadable ({stacks.bad_lines} bad lines)"
+                )
+        elif self._popen.returncode != 0:
+            error = explain_failure(stderr, self.pid)
+        else:
+            stacks = CollapsedStacks({})  # ran, but nothing was active
+        return PySpyWindow(
+            pid=self.pid,
+            label=self.label,
+            mode=self.mode,
+            started=self._started,
+            duration=min(elapsed, self.duration),
+            rate=self.rate,
+            path=str(self.out_path),
+            samples=stacks.total if stacks else 0,
+            distinct_stacks=len(stacks.stacks) if stacks else 0,
+            bad_lines=stacks.bad_lines if stacks else 0,
+            warnings=warnings,
+            error=error,
+            stacks=stacks,
+        )
+
+
+async def record_window(recorder: PySpyRecorder, stop: asyncio.Event | None = None) -> PySpyWindow:
+    """Run one window without blocking the loop; ``stop`` ends it early."""
+    recorder.start()
+    deadline = time.monotonic() + recorder.duration + 15.0
+    while not recorder.poll():
+        if stop is not None and stop.is_set():
+            recorder.stop()
+            stop = None
+        if time.monotonic() > deadline:
+            recorder.stop()
+            await asyncio.to_thread(recorder.wait, 5.0)
+            break
+        await asyncio.sleep(0.05)
+    return await asyncio.to_thread(recorder.result)
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
