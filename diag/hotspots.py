@@ -369,12 +369,19 @@ def hotspot_findings(
     *,
     min_share: float = 0.02,
     min_samples: int = 5,
+    min_busy: float = 0.05,
     limit: int = 10,
 ) -> list[Finding]:
     """CPU hotspots of one process: score = % of its sampled CPU time in the function's
-    own code (after folding), i.e. what making the function free would recover."""
+    own code (after folding), i.e. what making the function free would recover.
+
+    A process that was on CPU less than ``min_busy`` of the time (active samples over
+    seconds x rate) gets no hotspot findings: shares of almost nothing are noise.
+    """
     out: list[Finding] = []
     if profile.samples <= 0:
+        return out
+    if profile.seconds > 0 and profile.samples < min_busy * profile.seconds * profile.rate:
         return out
     for st in profile.stats:
         if len(out) >= limit:

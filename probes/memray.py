@@ -110,10 +110,34 @@ def memray_path() -> str:
 
 
 def target_interpreter(pid: int) -> str | None:
+    """The interpreter *as the target started it*: a venv's ``bin/python`` symlink picks
+    that venv's site-packages, while ``/proc/PID/exe`` resolves to the base interpreter."""
     try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv0 = fh.read().split(b"\0", 1)[0].decode(errors="replace")
+        if "python" in Path(argv0).name:
+            path = Path(argv0)
+            if not path.is_absolute():
+                path = Path(os.readlink(f"/proc/{pid}/cwd")) / path
+            if path.is_file():
+                return str(path)
         return str(Path(f"/proc/{pid}/exe").resolve(strict=True))
     except OSError:
         return None
+
+
+def _target_env(pid: int) -> dict[str, str]:
+    """The target's PYTHONPATH/PYTHONHOME/VIRTUAL_ENV, so the import check sees its path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            for item in fh.read().split(b"\0"):
+                key, _, value = item.decode(errors="replace").partition("=")
+                if key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONUSERBASE"):
+                    env[key] = value
+    except OSError:
+        pass
+    return env
 
 
 def memray_unavailable(pid: int) -> str | None:
@@ -124,7 +148,13 @@ def memray_unavailable(pid: int) -> str | None:
     if interpreter is None:
         return f"cannot read PID {pid}'s interpreter (gone, or no permission: run as root)"
     try:
-        proc = subprocess.run([interpreter, "-c", "import memray"], capture_output=True, timeout=30)
+        proc = subprocess.run(
+            [interpreter, "-c", "import memray"],
+            capture_output=True,
+            timeout=30,
+            env=_target_env(pid),
+            cwd=f"/proc/{pid}/cwd",
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run {interpreter}: {exc}"
     if proc.returncode != 0:
@@ -192,6 +222,10 @@ class MemrayRecorder:
             self._attach = subprocess.Popen(
                 self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+
+    def attach_finished(self) -> bool:
+        """True once ``memray attach`` (gdb) returned: the target is no longer ptraced."""
+        return self._attach is not None and self._attach.poll() is not None
 
     def _finalized(self) -> bool:
         if not self.capture_path.exists():
