@@ -1,0 +1,2 @@
+-- archon-diag: drop our prepared statement
+DEALLOCATE {name}

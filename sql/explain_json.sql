@@ -1,0 +1,2 @@
+-- archon-diag: estimated plan (nothing is executed)
+EXPLAIN (FORMAT JSON) {statement}

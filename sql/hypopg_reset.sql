@@ -1,0 +1,2 @@
+-- archon-diag: forget this backend's hypothetical indexes
+SELECT hypopg_reset()
