@@ -143,11 +143,9 @@ def fold_stack(stack: Stack) -> FoldedSample | None:
         (i for i in range(len(kept) - 1, -1, -1) if frame_info(kept[i][1]).origin == "app"),
         None,
     )
-    if app_idx is None:
-        self_frame, callee = kept[-1], None
-    else:
-        self_frame = kept[app_idx]
-        callee = kept[-1] if app_idx < len(kept) - 1 else None
+    self_frame = kept[-1] if app_idx is None else kept[app_idx]
+    # what the self frame was calling (library code, or plumbing that was folded away)
+    callee = stack[-1] if stack[-1] != self_frame else None
     seen: dict[tuple[str, str], None] = {}
     for f in kept:
         seen.setdefault((f[0], f[1]), None)

@@ -105,7 +105,7 @@ def leak_score(seconds_to_limit: float | None) -> float:
     """Impact points from the projected time to the limit.
 
     >>> leak_score(1800), leak_score(3600), round(leak_score(3600 * 24), 1), leak_score(None)
-    (100.0, 100.0, 37.9, 0.0)
+    (100.0, 100.0, 38.0, 0.0)
     """
     if seconds_to_limit is None or seconds_to_limit < 0:
         return 0.0

@@ -193,11 +193,25 @@ def listening_pids(port: int) -> list[int]:
     return sorted(pids)
 
 
+def _supervisor_of(proc: psutil.Process) -> psutil.Process:
+    """The supervisor (reloader, --workers/gunicorn master) ``proc`` is an app process of,
+    or ``proc`` itself: a shared listening socket is reported under one worker only."""
+    try:
+        parent = proc.parent()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return proc
+    if parent is None or not _is_supervisor(_cmdline(parent)):
+        return proc
+    if proc.pid in {p.pid for p in app_processes(parent)}:
+        return _supervisor_of(parent)
+    return proc
+
+
 def _port(port: int, spec: str, role: str = "") -> list[Target]:
     procs = []
     for pid in listening_pids(port):
         try:
-            procs.append(psutil.Process(pid))
+            procs.append(_supervisor_of(psutil.Process(pid)))
         except psutil.NoSuchProcess:
             continue
     # A listening socket is shared by a master and its forked workers: start from the top.

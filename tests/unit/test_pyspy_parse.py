@@ -1,0 +1,49 @@
+"""Parsing py-spy's raw collapsed output (recorded from real runs in tests/fixtures/profile)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probes.pyspy import explain_failure, parse_collapsed, read_collapsed
+
+FIX = Path(__file__).parents[1] / "fixtures" / "profile"
+
+
+def test_real_recording_parses_completely() -> None:
+    stacks = read_collapsed(FIX / "asgi.cpu.txt")
+    assert stacks.bad_lines == 0
+    assert stacks.total == 316  # py-spy reported "Samples: 316" for this window
+    leaf_funcs = {stack[-1][0] for stack in stacks.stacks}
+    assert "JSONEncoder.iterencode" in leaf_funcs
+    # frames are recorded with full filenames and line numbers
+    some = next(iter(stacks.stacks))
+    assert some[0][1].startswith("<frozen") or some[0][1].startswith("/")
+
+
+def test_garbage_and_truncated_lines_are_counted_not_fatal() -> None:
+    lines = [
+        "main (/app/x.py:3);work (/app/x.py:9) 7",
+        "main (/app/x.py:3);work (/app/x.py:9) 5",
+        "not a stack at all",
+        "main (/app/x.py:3);wor",  # truncated mid-write
+        "main (/app/x.py:3) abc",
+        "",
+        "thread (0x7f00);main (/app/x.py:3) 2",
+    ]
+    stacks = parse_collapsed(lines)
+    assert stacks.bad_lines == 3
+    assert stacks.total == 14
+    assert stacks.stacks[(("main", "/app/x.py", 3), ("work", "/app/x.py", 9))] == 12
+
+
+def test_frames_without_line_numbers() -> None:
+    stacks = parse_collapsed(["<module> (app.py);f (app.py) 4"])
+    assert stacks.stacks == {(("<module>", "app.py", 0), ("f", "app.py", 0)): 4}
+
+
+def test_failure_messages_are_one_actionable_line() -> None:
+    perm = explain_failure("Error: Permission denied (os error 13)", 42)
+    assert "ptrace" in perm and "\n" not in perm
+    assert "gone" in explain_failure("Error: No such process (os error 3)", 42)
+    not_py = explain_failure("Error: Failed to find python version from target process", 42)
+    assert "not look like a Python process" in not_py
