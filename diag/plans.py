@@ -82,6 +82,9 @@ class PlanNode:
     heap_fetches: float | None
     temp_written_blocks: float | None
     children: tuple[PlanNode, ...] = ()
+    # processes running this node concurrently (workers + leader under a Gather): their
+    # per-loop times overlap, so wall time is loops x time / participants
+    participants: float = 1.0
 
     @property
     def has_actuals(self) -> bool:
@@ -92,7 +95,8 @@ class PlanNode:
         """Time in this node and below, over all loops."""
         if self.actual_total_ms is None:
             return 0.0
-        return self.actual_total_ms * (self.actual_loops or 1.0)
+        loops = self.actual_loops or 1.0
+        return self.actual_total_ms * max(loops / self.participants, 1.0 if loops else 0.0)
 
     @property
     def exclusive_ms(self) -> float:
@@ -198,10 +202,14 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) else None
 
 
-def _node(raw: dict[str, Any], counter: list[int]) -> PlanNode:
+def _node(raw: dict[str, Any], counter: list[int], participants: float = 1.0) -> PlanNode:
     node_id = counter[0]
     counter[0] += 1
-    children = tuple(_node(c, counter) for c in raw.get("Plans", []) if isinstance(c, dict))
+    below = participants
+    if str(raw.get("Node Type", "")).startswith("Gather"):
+        launched = raw.get("Workers Launched", raw.get("Workers Planned", 0))
+        below = float(launched or 0) + 1.0  # the leader takes part too (the default)
+    children = tuple(_node(c, counter, below) for c in raw.get("Plans", []) if isinstance(c, dict))
     conditions = {
         key: redact_literals(str(raw[key])) for key in _EXPR_KEYS if raw.get(key) is not None
     }
@@ -233,6 +241,7 @@ def _node(raw: dict[str, Any], counter: list[int]) -> PlanNode:
         heap_fetches=_num(raw.get("Heap Fetches")),
         temp_written_blocks=_num(raw.get("Temp Written Blocks")),
         children=children,
+        participants=participants,
     )
 
 

@@ -20,6 +20,7 @@ MISESTIMATE_FACTOR = 10.0
 FILTER_REMOVED_SHARE = 0.5
 MANY_LOOPS = 1000
 OFFSET_ROWS = 1000
+MIN_SAVING = 0.01  # tips that could save less than 1 % of the plan are noise
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def tips_for(plan: Plan, *, stale_tables: frozenset[str] = frozenset()) -> list[
             )
         )
 
+    single = len(plan.nodes()) == 1
     for node in plan.nodes():
         specific_before = len(tips)
         _filter_tip(node, actual, own, add)
@@ -81,13 +83,17 @@ def tips_for(plan: Plan, *, stale_tables: frozenset[str] = frozenset()) -> list[
         _loop_and_offset_tips(node, actual, incl, add)
         if actual:
             _misestimate_tip(node, incl, stale_tables, add)
-        if len(tips) == specific_before and _share(own(node), total) >= HOT_SHARE:
+        hot = _share(own(node), total) >= HOT_SHARE
+        if len(tips) == specific_before and hot and not single:
             share = _share(own(node), total)
             add(
                 "hot_node",
                 node,
                 f"{share:.0%} of the plan's {'time' if actual else 'cost'} is in this node itself",
-                "look at this node first: its input size, its index use and its memory",
+                "parallel worker start-up dominates this short query: raise "
+                "parallel_setup_cost or lower max_parallel_workers_per_gather"
+                if node.node_type.startswith("Gather")
+                else "look at this node first: its input size, its index use and its memory",
                 own(node) * 0.5,
                 "assumed: half of the node's own time could be saved",
             )
@@ -100,7 +106,9 @@ def tips_for(plan: Plan, *, stale_tables: frozenset[str] = frozenset()) -> list[
             plan.jit_ms,
             "JIT time is saved entirely",
         )
-    return sorted(tips, key=lambda t: -t.saving_fraction)
+    return sorted(
+        (t for t in tips if t.saving_fraction >= MIN_SAVING), key=lambda t: -t.saving_fraction
+    )
 
 
 def _filter_tip(node: PlanNode, actual: bool, own: Any, add: Any) -> None:
@@ -213,7 +221,8 @@ def _misestimate_tip(node: PlanNode, incl: Any, stale_tables: frozenset[str], ad
     est = max(node.plan_rows, 1.0)
     act = max(node.actual_rows, 1.0)
     factor = max(est / act, act / est)
-    if factor < MISESTIMATE_FACTOR or max(est, act) < 100:
+    # an underestimate matters from 100 rows; an overestimate once it is large
+    if factor < MISESTIMATE_FACTOR or (act < 100 if act > est else est < 1000):
         return
     direction = "under" if act > est else "over"
     stale = node.relation in stale_tables if node.relation else False
