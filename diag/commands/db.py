@@ -96,7 +96,11 @@ def collect(
             samples=data.samples,
             notes=("window 0: counters since the last statistics reset",),
         )
-    collector.run_for(window_s)
+    try:
+        collector.run_for(window_s)
+    except BaseException:
+        collector.link.close()
+        raise
     return collector.stop()
 
 

@@ -74,7 +74,11 @@ class WindowCollector:
 
     def start(self) -> StatementSnapshot:
         """The first snapshot (raises ``PrerequisiteError`` without pg_stat_statements)."""
-        snap = self._link.call(self._statements.snapshot)
+        try:
+            snap = self._link.call(self._statements.snapshot)
+        except BaseException:
+            self._link.close()  # no connection left behind when the window cannot start
+            raise
         self._snapshots.append(snap)
         now = time.monotonic()
         self._next_sample = now
@@ -108,13 +112,15 @@ class WindowCollector:
             time.sleep(min(self.seconds_to_next(), max(0.0, end - time.monotonic())))
 
     def stop(self) -> WindowData:
-        snap = self._link.call(self._statements.snapshot)
+        try:
+            snap = self._link.call(self._statements.snapshot)
+        finally:
+            self._link.close()
         self._snapshots.append(snap)
         if self._link.reconnects:
             self._notes.append(
                 f"reconnected {self._link.reconnects}x during the window (server restart?)"
             )
-        self._link.close()
         return WindowData(
             snapshots=tuple(self._snapshots),
             samples=tuple(self._samples),
