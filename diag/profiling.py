@@ -38,7 +38,7 @@ class ProfileOptions:
     nonblocking: bool = False
     wall: bool = True  # a concurrent --idle recording for the wall-time breakdown
     memray: bool = False
-    memray_duration: float | None = None  # default: the whole run
+    memray_duration: float | None = None  # default: the whole run (after the attach)
     memory_limit: float | None = None  # default: cgroup limit or host RAM
 
 
@@ -87,11 +87,18 @@ def _note(emit: Emit | None, record: Any) -> None:
         emit(record)
 
 
-async def _memray_start(c: Collected, opts: ProfileOptions) -> MemrayRecorder | None:
+async def _memray_start(
+    c: Collected, opts: ProfileOptions, gdb_lock: asyncio.Lock
+) -> MemrayRecorder | None:
     why = await asyncio.to_thread(memray_unavailable, c.target.pid)
     if why is not None:
         c.errors.append(why)
         return None
+    async with gdb_lock:  # one gdb at a time: concurrent injections crawl on small hosts
+        return await _memray_attach(c, opts)
+
+
+async def _memray_attach(c: Collected, opts: ProfileOptions) -> MemrayRecorder:
     rec = MemrayRecorder(
         c.target.pid,
         opts.out_dir,
@@ -114,7 +121,9 @@ async def _memray_finish(c: Collected, rec: MemrayRecorder, emit: Emit | None) -
         await asyncio.sleep(0.1)
     window = await asyncio.to_thread(rec.result)
     c.memray = window
-    if window.error:
+    if not alive(c.target.pid):
+        c.gone = True
+    elif window.error:
         c.errors.append(window.error)
     _note(emit, window)
 
@@ -191,16 +200,19 @@ async def collect(
 
     series = asyncio.create_task(sampler.run(on_record, stop))
 
+    gdb_lock = asyncio.Lock()
+
     async def one(c: Collected) -> None:
-        rec = await _memray_start(c, opts) if opts.memray else None
-        await _pyspy_loop(c, opts, start + opts.duration, emit)
+        rec = await _memray_start(c, opts, gdb_lock) if opts.memray else None
+        # the measured window starts once memray is attached (gdb pauses the target)
+        await _pyspy_loop(c, opts, time.monotonic() + opts.duration, emit)
         if rec is not None:
             await _memray_finish(c, rec, emit)
 
     start = time.monotonic()
     try:
         await asyncio.gather(*(one(c) for c in collected.values()))
-        remaining = start + opts.duration - time.monotonic()
+        remaining = start + opts.duration - time.monotonic()  # all gone early: sample on
         if remaining > 0 and any(not c.gone for c in collected.values()):
             await asyncio.sleep(remaining)
     finally:
