@@ -126,7 +126,7 @@ def _filter_tip(node: PlanNode, actual: bool, own: Any, add: Any) -> None:
         node,
         f"the filter removed {share:.1%} of the {read * (node.actual_loops or 1):,.0f} rows "
         f"read ({node.conditions['Filter']})",
-        "an index on the filtered columns (see the index suggestion)"
+        "an index on the filtered columns, if the filter is selective (see index advice)"
         if scan
         else "an index matching the filter, or move the condition into the index",
         own(node) * share,
@@ -210,8 +210,8 @@ def _loop_and_offset_tips(node: PlanNode, actual: bool, incl: Any, add: Any) -> 
                 f"{produced - returned:,.0f} rows produced and thrown away before the "
                 f"{returned:,.0f} returned (large OFFSET)",
                 "keyset pagination (WHERE key > last_seen ORDER BY key LIMIT n)",
-                incl(node) * (1 - returned / produced),
-                "the share of rows produced only to be skipped",
+                incl(node) * (1 - returned / produced) * 0.9,
+                "90% of the share of rows produced only to be skipped",
             )
 
 
