@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -48,16 +47,16 @@ class CollapsedStacks:
         return {"total": self.total, "distinct": len(self.stacks), "bad_lines": self.bad_lines}
 
 
-_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
-
-
 def _parse_frame(text: str, cache: dict[str, Frame]) -> Frame | None:
     frame = cache.get(text)
     if frame is not None:
         return frame
-    m = _FRAME.match(text)
-    if m:
-        frame = (m["func"], m["file"], int(m["line"] or 0))
+    idx = text.rfind(" (") if text.endswith(")") else -1
+    if idx > 0 or (idx == 0 and text):
+        inner = text[idx + 2 : -1]
+        path, sep, line = inner.rpartition(":")
+        has_line = sep and line.isdigit()
+        frame = (text[:idx], path, int(line)) if has_line else (text[:idx], inner, 0)
     elif text and "(" not in text:  # e.g. a thread or process label frame
         frame = (text, "", 0)
     else:

@@ -270,3 +270,34 @@ def test_scalene_launch_produces_findings(capsys: pytest.CaptureFixture[str]) ->
     found = [f for f in doc["findings"] if f["source"] == "scalene"]
     assert found and found[0]["kind"] == "cpu_hotspot"
     assert any("i * i % 7" in (f["location"]["code"] or "") for f in found)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/python3").exists()
+    or subprocess.run(["/usr/bin/python3", "-c", "import memray"], capture_output=True).returncode
+    == 0,
+    reason="needs a system python3 without memray",
+)
+@needs_ptrace
+def test_memray_missing_in_target_is_one_message_and_the_rest_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", str(TARGETS / "cpu_burn.py"), "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        why = memray_unavailable(proc.pid)
+        assert why is not None and "pip install memray" in why
+        code, out, err = cli(
+            ["--target", str(proc.pid), "--duration", "3s", "--memray", "--format", "json"],
+            capsys,
+        )
+    finally:
+        stop(proc)  # type: ignore[arg-type]
+    assert code == 0, err
+    [p] = json.loads(out)["processes"]
+    assert any("memray is not importable" in e for e in p["errors"])
+    assert p["hotspots"][0]["function"].startswith("planted_hotspot")
