@@ -1,0 +1,332 @@
+"""The live dashboard: a Textual app that renders a ``diag.live.LiveSource`` and nothing else.
+
+A worker thread calls ``source.snapshot()`` about once a second and posts the result to
+the UI; actions go through ``source.act()`` on another worker thread, so a slow session
+never stalls the screen. ``q`` calls ``source.close()`` (off the UI thread) and exits.
+The app does no analysis: findings, ranks and verdicts come from the snapshot as they are.
+
+Entry point for ``archon-diag tui`` / ``archon-diag demo``::
+
+    from tui.app import run_app
+    exit_code = run_app(session)   # session: any diag.live.LiveSource
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from types import FrameType
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import ContentSwitcher, Static
+
+from diag.live import Action, LiveSnapshot, LiveSource
+from tui import keys, render
+from tui.screens import PANES, HelpScreen, Pane, Selection
+
+
+class SnapshotReady(Message):
+    """Posted by the poll worker: a new snapshot, or the error that replaced it."""
+
+    def __init__(self, snapshot: LiveSnapshot | None, error: str = "") -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.error = error
+
+
+class ActionDone(Message):
+    """Posted by the action worker with the source's one-line answer."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+
+class SourceClosed(Message):
+    def __init__(self, error: BaseException | None) -> None:
+        super().__init__()
+        self.error = error
+
+
+def _screen_bindings() -> list[BindingType]:
+    return [
+        Binding(digit, f"show_pane('{screen}')", title, show=False)
+        for screen, digit, title in keys.SCREENS
+    ]
+
+
+class DiagApp(App[int]):
+    """The dashboard. ``refresh_s=None`` polls once at start only (tests call ``poll()``)."""
+
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *_screen_bindings(),
+        Binding("right_square_bracket", "cycle(1)", "next screen", show=False),
+        Binding("left_square_bracket", "cycle(-1)", "previous screen", show=False),
+        Binding("s", "stop_start", "stop/start load", show=False),
+        Binding("p", "pause", "pause/resume load", show=False),
+        Binding("plus,equals_sign", "users(1)", "more users", show=False),
+        Binding("minus,underscore", "users(-1)", "fewer users", show=False),
+        Binding("a", "profiler", "attach/detach py-spy", show=False),
+        Binding("w", "memray", "memray window", show=False),
+        Binding("e", "explain", "EXPLAIN statement", show=False),
+        Binding("r", "save", "save report", show=False),
+        Binding("question_mark", "help", "help", show=False),
+        Binding("q", "quit", "quit", show=False),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        source: LiveSource,
+        *,
+        title: str = "archon-diag",
+        refresh_s: float | None = 1.0,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.title = title
+        self.refresh_s = refresh_s
+        self.selection = Selection()
+        self.snapshot: LiveSnapshot | None = None
+        self.current = "overview"
+        self.snapshots_applied = 0
+        self.replies: list[str] = []
+        self.closed = False
+        self.close_error: BaseException | None = None
+        self._polling = False
+        self._quitting = False
+        self._users_pending: int | None = None
+        self._reply = ""
+
+    # ---- layout ------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(render.tab_bar(self.current), id="tabs")
+        with ContentSwitcher(initial=self.current, id="screens"):
+            for name, pane in PANES.items():
+                yield pane(self.selection, id=name)
+        yield Static("", id="message")
+        yield Static(render.status_line(None, 80), id="status")
+        yield Static(render.keys_line(80), id="keys")
+
+    def on_mount(self) -> None:
+        self.query_one("#keys", Static).update(render.keys_line(self.size.width))
+        self._pane(self.current).focus_main()
+        self.poll()
+        if self.refresh_s:
+            self.set_interval(self.refresh_s, self.poll)
+
+    def _pane(self, name: str) -> Pane:
+        return self.query_one(f"#{name}", Pane)
+
+    # ---- data in -----------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Ask for a snapshot unless one is already on its way (never queue up polls)."""
+        if self._polling or self._quitting:
+            return
+        self._polling = True
+        self._fetch()
+
+    @work(thread=True, group="poll")
+    def _fetch(self) -> None:
+        try:
+            snap: LiveSnapshot | None = self.source.snapshot()
+            error = ""
+        except Exception as exc:  # a failing source must not take the screen down
+            snap, error = None, f"snapshot failed: {type(exc).__name__}: {exc}"
+        self.post_message(SnapshotReady(snap, error))
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self._polling = False
+        if message.snapshot is None:
+            self._set_reply(message.error)
+            return
+        snap = message.snapshot
+        self.snapshot = snap
+        self.snapshots_applied += 1
+        last_users = snap.load[-1].users if snap.load else None
+        if last_users == self._users_pending or snap.load_state in ("stopped", "off"):
+            self._users_pending = None
+        self._render_all(snap)
+
+    def _render_all(self, snap: LiveSnapshot) -> None:
+        width = self.size.width
+        self.query_one("#status", Static).update(render.status_line(snap, width))
+        self.query_one("#message", Static).update(
+            render.message_line(snap.messages, self._reply, width)
+        )
+        self._pane(self.current).show(snap)
+
+    # ---- screens -----------------------------------------------------------------------
+
+    def action_show_pane(self, name: str) -> None:
+        if name not in PANES:
+            return
+        self.current = name
+        self.query_one("#screens", ContentSwitcher).current = name
+        self.query_one("#tabs", Static).update(render.tab_bar(name))
+        pane = self._pane(name)
+        if self.snapshot is not None:
+            pane.show(self.snapshot)
+        pane.focus_main()
+
+    def action_cycle(self, step: int) -> None:
+        self.action_show_pane(keys.cycle_screen(self.current, step))
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen())
+
+    # ---- actions out -------------------------------------------------------------------
+
+    def send(self, action: Action | None, why_not: str) -> None:
+        """Send an action off the UI thread, or say why there is nothing to send."""
+        if action is None:
+            self._set_reply(why_not)
+            return
+        self._set_reply(f"{type(action).__name__} …")
+        self._act(action)
+
+    @work(thread=True, group="act")
+    def _act(self, action: Action) -> None:
+        try:
+            reply = self.source.act(action)
+        except Exception as exc:
+            reply = f"{type(action).__name__} failed: {type(exc).__name__}: {exc}"
+        self.post_message(ActionDone(reply))
+
+    def on_action_done(self, message: ActionDone) -> None:
+        self.replies.append(message.reply)
+        self._set_reply(message.reply)
+
+    def _set_reply(self, text: str) -> None:
+        self._reply = text
+        messages = self.snapshot.messages if self.snapshot else ()
+        self.query_one("#message", Static).update(
+            render.message_line(messages, text, self.size.width)
+        )
+
+    def _load_state(self) -> str:
+        return self.snapshot.load_state if self.snapshot else "off"
+
+    def action_stop_start(self) -> None:
+        self.send(keys.stop_or_start(self._load_state()), "no load in this session")
+
+    def action_pause(self) -> None:
+        self.send(keys.pause_or_resume(self._load_state()), "the load is not running")
+
+    def action_users(self, direction: int) -> None:
+        snap = self.snapshot
+        if snap is None or snap.load_state in ("off", "stopped") or not snap.load:
+            self.send(None, "the load is not running")
+            return
+        action = keys.change_users(snap.load[-1].users, self._users_pending, direction)
+        if action is not None:
+            self._users_pending = action.users
+        self.send(action, "already at one user")
+
+    def _process(self) -> Any:
+        processes = self.snapshot.processes if self.snapshot else ()
+        process = keys.pick_process(processes, self.selection.pid)
+        if process is not None:
+            self.selection.pid = process.pid
+        return process
+
+    def action_profiler(self) -> None:
+        self.send(keys.toggle_profiler(self._process()), "no live process selected")
+
+    def action_memray(self) -> None:
+        self.send(
+            keys.memray_window(self._process()),
+            "no live process selected, or a memray window is already running",
+        )
+
+    def action_explain(self) -> None:
+        statements = self.snapshot.statements if self.snapshot else ()
+        statement = keys.pick_statement(statements, self.selection.queryid)
+        if statement is not None:
+            self.selection.queryid = statement.queryid
+        self.send(keys.explain(statement), "no statement to explain yet")
+
+    def action_save(self) -> None:
+        from diag.live import SaveReport
+
+        self.send(SaveReport(), "")
+
+    # ---- quitting ----------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Stop everything the session started (off the UI thread), then exit."""
+        if self._quitting:
+            return
+        self._quitting = True
+        self._set_reply("stopping everything the session started …")
+        self._close()
+
+    @work(thread=True, group="close")
+    def _close(self) -> None:
+        error: BaseException | None = None
+        try:
+            self.source.close()
+        except Exception as exc:
+            error = exc
+        self.post_message(SourceClosed(error))
+
+    def on_source_closed(self, message: SourceClosed) -> None:
+        self.closed = True
+        self.close_error = message.error
+        self.exit(0)
+
+
+@contextmanager
+def _quit_on_hangup(app: DiagApp) -> Iterator[None]:
+    """SIGHUP (the SSH session went away) and SIGTERM quit through the same clean path."""
+    previous: dict[signal.Signals, Any] = {}
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        app.call_later(app.action_quit)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        with suppress(ValueError):  # not the main thread: leave signals alone
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_app(
+    source: LiveSource,
+    *,
+    title: str = "archon-diag",
+    refresh_s: float = 1.0,
+    app_factory: Callable[..., DiagApp] = DiagApp,
+) -> int:
+    """Show the dashboard over ``source`` until the user quits; return the exit code (0).
+
+    ``source.close()`` is always called exactly once: by ``q`` (before the app exits) or
+    here if the app ended another way (a crash, an interrupt). An exception raised by
+    ``close()`` is re-raised after the terminal is restored.
+    """
+    app = app_factory(source, title=title, refresh_s=refresh_s)
+    try:
+        with _quit_on_hangup(app):
+            app.run()
+    finally:
+        if not app.closed:
+            app.closed = True
+            source.close()
+    if app.close_error is not None:
+        raise app.close_error
+    return int(app.return_code or 0)
