@@ -9,9 +9,6 @@ CREATE INDEX idx_archon_tasks_status ON archon_tasks (status);
 CREATE INDEX idx_archon_tasks_assignee ON archon_tasks (assignee);
 CREATE INDEX idx_archon_tasks_order ON archon_tasks (task_order);
 CREATE INDEX idx_archon_tasks_archived ON archon_tasks (archived);
--- task-counts and capped pagination counts read this with an index-only scan
-CREATE INDEX idx_archon_tasks_status_project ON archon_tasks (status, project_id)
-    WHERE archived = false;
 CREATE INDEX idx_archon_tasks_title_trgm ON archon_tasks USING gin (title gin_trgm_ops);
 CREATE INDEX idx_archon_crawled_pages_source_id ON archon_crawled_pages (source_id);
 CREATE INDEX idx_archon_crawled_pages_cluster ON archon_crawled_pages (cluster_id);

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DBNAME = "archon"
 PROJECT_ID_INDEX = "idx_archon_tasks_project_id"
 _HERE = Path(__file__).resolve().parent
@@ -64,7 +64,7 @@ class Sizes:
     def small(cls) -> Sizes:
         """For tests: small enough to seed in a few seconds, large enough that a per-project
         task query scans ~20x more rows without its index."""
-        return cls(projects=40, tasks=24_000, sources=20, pages=6_000, embedding_dim=128, lists=6)
+        return cls(projects=40, tasks=24_000, sources=40, pages=6_000, embedding_dim=128, lists=6)
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)

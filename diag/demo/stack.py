@@ -50,6 +50,10 @@ SERVER_MODULE = "diag.demo.server"
 AGENTS_MODULE = "diag.demo.agents"
 READY_TIMEOUT_S = 60.0
 
+# Services this process started, kept so ``down`` can reap them (no zombies, no
+# "subprocess still running" warnings when the Popen objects would be collected).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class DemoTarget:
@@ -223,7 +227,7 @@ def _check_port(port: int, name: str, option: str) -> None:
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -232,6 +236,8 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             cwd="/",
             start_new_session=True,  # detached: survives the CLI, gets no terminal signals
         )
+    _CHILDREN[proc.pid] = proc
+    return proc
 
 
 def _wait_ready(procs: dict[str, subprocess.Popen[bytes]], target: DemoTarget, base: Path) -> None:
@@ -279,7 +285,10 @@ def _is_ours(pid: int) -> bool:
 
 def _stop_pid(pid: int, timeout: float = 10.0) -> bool:
     """SIGTERM (uvicorn shuts down cleanly), then SIGKILL; only our own service processes."""
+    child = _CHILDREN.pop(pid, None)
     if not _is_ours(pid):
+        if child is not None:
+            child.poll()
         return False
     proc = psutil.Process(pid)
     with contextlib.suppress(psutil.NoSuchProcess):
@@ -289,6 +298,8 @@ def _stop_pid(pid: int, timeout: float = 10.0) -> bool:
         except psutil.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+    if child is not None:
+        child.wait(timeout=5)
     return True
 
 
