@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,8 +224,16 @@ async def collect(
     return list(collected.values())
 
 
-def analyse(c: Collected, opts: ProfileOptions) -> TargetReport:
-    """Fold, classify and score one target's data; write its exports. CPU-heavy."""
+def analyse(
+    c: Collected,
+    opts: ProfileOptions,
+    *,
+    requests: Sequence[tuple[float, float]] | None = None,
+) -> TargetReport:
+    """Fold, classify and score one target's data; write its exports. CPU-heavy.
+
+    ``requests``: (time, cumulative requests served) when a load ran, so memory is fitted
+    against requests rather than time."""
     label = c.target.label
     cpu = hotspots.merge(w.stacks for w in c.cpu if w.stacks is not None)
     cpu_s = sum(w.duration for w in c.cpu)
@@ -264,7 +272,9 @@ def analyse(c: Collected, opts: ProfileOptions) -> TargetReport:
         fd_limit = float(psutil.Process(c.target.pid).rlimit(psutil.RLIMIT_NOFILE)[0])
     except Exception:  # gone, or no permission: no projection for fds
         fd_limit = None
-    verdicts = leaks.leak_verdicts(c.samples, heap=heap, memory_limit=limit, fd_limit=fd_limit)
+    verdicts = leaks.leak_verdicts(
+        c.samples, requests=requests, heap=heap, memory_limit=limit, fd_limit=fd_limit
+    )
     if not suspects:  # memray attribution supersedes the series verdict for memory
         findings += leaks.verdict_findings(verdicts)
     else:

@@ -1,36 +1,87 @@
-"""``archon-diag demo``: the full diagnosis against the built-in Archon stand-in.
+"""``archon-diag demo``: the full diagnosis of the built-in Archon stand-in.
 
-Until the session exists (issue 7) this starts the embedded PostgreSQL, prints its
-status and stops it again, so ``make demo`` proves the foundation works end to end.
+Starts the embedded PostgreSQL and the stand-in (server + agents) with the chosen faults,
+drives the Archon scenario against it while every probe watches, then writes the bundle
+and every report. On a terminal it opens the TUI; ``--headless`` prints the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import dataclasses
+import sys
 from pathlib import Path
 
-from diag import pgembed
-from diag.doctor import FAIL, run_checks
+from diag.config import RunConfig
+from diag.runner import Prepared, interactive, run_session
+from diag.units import duration_arg
+from probes.targets import Target, resolve
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true", help="no TUI; print the report")
-    parser.add_argument("--duration", default="60s", help="measured window (default 60s)")
+    parser.add_argument(
+        "--duration", type=duration_arg, default=60.0, help="measured window (default 60s)"
+    )
+    parser.add_argument(
+        "--warmup", type=duration_arg, default=10.0, help="warm-up before measuring (default 10s)"
+    )
     parser.add_argument("--faults", default="all", help="all|none|a,b (default all)")
+    parser.add_argument("--users", type=int, default=10, help="concurrent users (default 10)")
     parser.add_argument("--out", type=Path, default=None, help="bundle directory")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="stand-in state directory (default /var/tmp/archon-diag-$UID/demo)",
+    )
+    parser.add_argument(
+        "--fail-on", action="append", default=[], metavar="EXPR", help="gates, as for run"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the stand-in running afterwards (stop: demo-target down)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    base = Path(tempfile.mkdtemp(prefix="archon-diag-demo-pg-", dir="/var/tmp"))
-    print(f"starting the embedded PostgreSQL in {base} ...")
+    from diag.demo import stack
+    from diag.demo.faults import parse_faults, to_spec
+
+    faults = to_spec(parse_faults(args.faults))
+    running = stack.status(args.dir)
+    if running is not None and set(running.faults) != set(parse_faults(args.faults)):
+        stack.down(args.dir)
+    print(f"archon-diag demo: starting the Archon stand-in (faults: {faults}) ...", file=sys.stderr)
+    target = stack.up(args.dir, faults=faults)
     try:
-        info = pgembed.up(base)
-        print(f"running: PostgreSQL {info.version} (pid {info.pid}) at {info.dsn}")
-        for check in run_checks(info.dsn, []):
-            mark = "!!" if check.status == FAIL else "  "
-            print(f"{mark}{check.status:5} {check.name}: {check.detail}")
+        targets: list[Target] = []
+        for role, pid in (
+            ("archon-server", target.pids["server"]),
+            ("archon-agents", target.pids["agents"]),
+        ):
+            targets.extend(
+                dataclasses.replace(t, role=role, spec=f"demo:{role}") for t in resolve(str(pid))
+            )
+        config = RunConfig(
+            targets=tuple(str(t.pid) for t in targets),
+            dsn=target.dsn,
+            host=target.server_url,
+            agents_host=target.agents_url,
+            scenario="archon",
+            users=args.users,
+            spawn_rate=max(1.0, args.users / 2),
+            duration=args.duration,
+            warmup=args.warmup,
+            out=args.out,
+            headless=args.headless,
+            fail_on=tuple(args.fail_on),
+            faults=faults,
+        ).validate()
+        prep = Prepared(config, targets)
+        use_tui = not args.headless and interactive()
+        return run_session(prep, "demo", tui=use_tui, extra={"demo": {"faults": faults}})
     finally:
-        pgembed.down(base, purge=True)
-        print("stopped and removed the demo cluster")
-    return 0
+        if not args.keep:
+            stack.down(args.dir)

@@ -1,0 +1,622 @@
+"""The report as a pure function of the bundle: read every probe's events back, run each
+area's analysis, add the cross-layer findings, rank them on one scale.
+
+Used by the end of ``run``/``demo``, by ``report`` and ``compare`` offline, and (every
+few seconds) by the live view, so the TUI and the headless report never disagree. Works on
+complete, interrupted and killed bundles alike: what is missing is said in ``notes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diag import contention
+from diag import load as load_analysis
+from diag.bundle import Bundle
+from diag.findings import Finding, rank
+from diag.gates import evaluate_all
+from diag.render import REPORT_FILES, render
+from diag.report import Report
+from probes.targets import Target
+
+if TYPE_CHECKING:
+    from diag.live import LiveSnapshot
+    from diag.session import SessionContext
+    from probes.locust import LoadResult
+
+
+# ---- reading the bundle back -------------------------------------------------------------
+
+
+def measured_window(bundle: Bundle) -> tuple[float | None, float | None]:
+    """(start, end) of the measured phase in epoch seconds (None: unknown/still running)."""
+    start = end = None
+    for event in bundle.events("session"):
+        if event.get("phase") == "measuring":
+            start = float(event["t"])
+        elif event.get("phase") in ("stopping", "done") and start is not None and end is None:
+            end = float(event["t"])
+    return start, end
+
+
+def targets_of(bundle: Bundle) -> list[Target]:
+    out = []
+    for t in bundle.manifest.get("targets") or []:
+        out.append(
+            Target(
+                pid=int(t["pid"]),
+                name=str(t.get("name", "")),
+                cmdline=tuple(t.get("cmdline") or ()),
+                spec=str(t.get("spec", "")),
+                role=str(t.get("role", "")),
+            )
+        )
+    return out
+
+
+def _local(bundle: Bundle, path: str | None, probe: str) -> Path | None:
+    """An artefact path recorded at run time, found again if the bundle was moved."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return p
+    moved = bundle.artefacts(probe) / p.name
+    return moved if moved.is_file() else None
+
+
+# ---- load --------------------------------------------------------------------------------
+
+
+def _load_result(bundle: Bundle) -> LoadResult | None:
+    from probes.loadshapes import ShapePlan
+    from probes.locust import EndpointRow, ErrorRow, LoadResult, LoadTick, StageSummary
+
+    final = None
+    for event in bundle.events("load_result"):
+        final = event
+    if final is None:
+        return None
+    ticks = tuple(LoadTick.from_json(e) for e in bundle.events("load") if e.get("type") == "tick")
+    return LoadResult(
+        host=str(final.get("host", "")),
+        plan=ShapePlan.from_json(final["shape"]),
+        started_at=final.get("started_at"),
+        duration_s=float(final.get("duration_s") or 0.0),
+        exit_code=final.get("exit_code"),
+        stop_reason=final.get("stop_reason"),
+        stopped_early=bool(final.get("stopped_early")),
+        total=EndpointRow.from_json(final["total"]),
+        endpoints=tuple(EndpointRow.from_json(e) for e in final.get("endpoints") or ()),
+        errors=tuple(ErrorRow(**e) for e in final.get("errors") or ()),
+        stages=tuple(StageSummary.from_json(s) for s in final.get("stages") or ()),
+        ticks=ticks,
+        dropped_lines=int(final.get("dropped_lines") or 0),
+        stats_json=final.get("stats_json"),
+        log_path=str(final.get("log_path", "")),
+    )
+
+
+def _row_json(row: Any) -> dict[str, Any]:
+    return {
+        "name": row.label,
+        "method": row.method,
+        "requests": row.requests,
+        "failures": row.failures,
+        "rps": row.rps,
+        "avg_ms": row.avg_ms,
+        "p50_ms": row.p50_ms,
+        "p95_ms": row.p95_ms,
+        "p99_ms": row.p99_ms,
+        "max_ms": row.max_ms,
+    }
+
+
+def load_section(bundle: Bundle, t0: float) -> tuple[dict[str, Any] | None, list[Finding]]:
+    from probes.locust import EndpointsSnapshot, LoadTick
+
+    ticks = [LoadTick.from_json(e) for e in bundle.events("load") if e.get("type") == "tick"]
+    timeline = [
+        {
+            "t": round(t.t - t0, 2),
+            "users": t.users,
+            "rps": t.rps,
+            "fails_per_s": t.fail_per_s,
+            "p50_ms": t.p50_ms,
+            "p95_ms": t.p95_ms,
+            "p99_ms": t.p99_ms,
+        }
+        for t in ticks
+    ]
+    result = _load_result(bundle)
+    findings: list[Finding] = []
+    if result is not None:
+        analysed = load_analysis.analyse(result)
+        findings = list(analysed.findings)
+        total = result.total
+        rows = result.endpoints
+        extra: dict[str, Any] = {
+            "host": result.host,
+            "shape": result.plan.kind,
+            "stop_reason": result.stop_reason,
+            "knee": analysed.knee.to_json() if analysed.knee else None,
+            "recovery": analysed.recovery.to_json() if analysed.recovery else None,
+        }
+    else:
+        snaps = [
+            EndpointsSnapshot.from_json(e)
+            for e in bundle.events("load")
+            if e.get("type") == "endpoints"
+        ]
+        if not snaps and not ticks:
+            return None, []
+        rows_all = snaps[-1].rows if snaps else ()
+        aggregate = [r for r in rows_all if r.name == "Aggregated"]
+        rows = tuple(r for r in rows_all if r.name != "Aggregated")
+        extra = {"partial": "the run ended before Locust's final figures were written"}
+        if aggregate:
+            total = aggregate[0]
+        else:
+            requests = ticks[-1].total_requests if ticks else 0
+            failures = ticks[-1].total_failures if ticks else 0
+            return {
+                **extra,
+                "totals": {
+                    "requests": requests,
+                    "failures": failures,
+                    "error_rate": failures / requests if requests else 0.0,
+                },
+                "endpoints": [],
+                "timeline": timeline,
+            }, []
+    totals = {
+        "requests": total.requests,
+        "failures": total.failures,
+        "error_rate": total.failures / total.requests if total.requests else 0.0,
+        "rps": total.rps,
+        "avg_ms": total.avg_ms,
+        "p50_ms": total.p50_ms,
+        "p95_ms": total.p95_ms,
+        "p99_ms": total.p99_ms,
+        "max_ms": total.max_ms,
+    }
+    endpoints = [_row_json(r) for r in sorted(rows, key=lambda r: -r.requests)]
+    return {**extra, "totals": totals, "endpoints": endpoints, "timeline": timeline}, findings
+
+
+def request_series(bundle: Bundle) -> list[tuple[float, float]]:
+    """(time, cumulative requests served) from the load ticks, for leak fitting."""
+    return [
+        (float(e["t"]), float(e["total_requests"]))
+        for e in bundle.events("load")
+        if e.get("type") == "tick" and "total_requests" in e
+    ]
+
+
+def request_counts(bundle: Bundle, start: float | None, end: float | None) -> dict[str, int]:
+    """Requests per endpoint inside the measured window (for N+1 detection), from the
+    cumulative endpoint snapshots nearest the window's ends."""
+    from probes.locust import EndpointsSnapshot
+
+    snaps = [
+        EndpointsSnapshot.from_json(e)
+        for e in bundle.events("load")
+        if e.get("type") == "endpoints"
+    ]
+    if not snaps:
+        return {}
+    first = None
+    if start is not None:
+        before = [s for s in snaps if s.t <= start]
+        first = before[-1] if before else None
+    last = snaps[-1]
+    if end is not None:
+        upto = [s for s in snaps if s.t <= end + 1]
+        last = upto[-1] if upto else last
+    base = {r.label: r.requests for r in first.rows} if first else {}
+    return {
+        r.label: r.requests - base.get(r.label, 0)
+        for r in last.rows
+        if r.name != "Aggregated" and r.requests - base.get(r.label, 0) > 0
+    }
+
+
+# ---- profilers ---------------------------------------------------------------------------
+
+
+def _process_sample(e: Mapping[str, Any]) -> Any:
+    from probes.process import ProcessSample
+
+    names = {f.name for f in dataclasses.fields(ProcessSample)}
+    return ProcessSample(**{k: v for k, v in e.items() if k in names})
+
+
+def _pyspy_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
+    from probes.pyspy import PySpyWindow, read_collapsed
+
+    path = _local(bundle, e.get("path"), "pyspy")
+    stacks = read_collapsed(path) if path is not None and not e.get("error") else None
+    return PySpyWindow(
+        pid=int(e["pid"]),
+        label=str(e["label"]),
+        mode=str(e["mode"]),
+        started=float(e["started"]),
+        duration=float(e["duration"]),
+        rate=int(e["rate"]),
+        path=str(path or e.get("path") or ""),
+        samples=int(e.get("samples") or 0),
+        distinct_stacks=int(e.get("distinct_stacks") or 0),
+        bad_lines=int(e.get("bad_lines") or 0),
+        warnings=tuple(e.get("warnings") or ()),
+        error=e.get("error") if stacks is not None or e.get("error") else "capture file missing",
+        stacks=stacks,
+    )
+
+
+def _memray_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
+    from probes.memray import CaptureError, MemrayWindow, read_capture
+
+    path = _local(bundle, e.get("path"), "memray")
+    capture = None
+    error = e.get("error")
+    if path is not None and not error:
+        try:
+            capture = read_capture(path, int(e["pid"]))
+        except CaptureError as exc:
+            error = str(exc)
+    return MemrayWindow(
+        pid=int(e["pid"]),
+        label=str(e["label"]),
+        started=float(e["started"]),
+        duration=float(e["duration"]),
+        path=str(path) if path else None,
+        error=error,
+        capture=capture,
+    )
+
+
+def profiler_section(
+    bundle: Bundle, start: float | None
+) -> tuple[list[dict[str, Any]], list[Finding], list[dict[str, Any]], list[str], list[Any]]:
+    """Per-target reports → (processes, findings, hotspots, notes, wall windows)."""
+    from diag.profiling import Collected, ProfileOptions, analyse
+
+    targets = targets_of(bundle)
+    if not targets:
+        return [], [], [], [], []
+    collected = {t.pid: Collected(t) for t in targets}
+    for e in bundle.events("process"):
+        if e.get("type") == "process" and int(e.get("pid", -1)) in collected:
+            collected[int(e["pid"])].samples.append(_process_sample(e))
+        elif e.get("type") == "gone" and int(e.get("pid", -1)) in collected:
+            collected[int(e["pid"])].gone = True
+    walls: list[Any] = []
+    for e in bundle.events("pyspy"):
+        c = collected.get(int(e.get("pid", -1)))
+        if c is None:
+            continue
+        window = _pyspy_window(bundle, e)
+        if window.error:
+            if window.error not in c.errors:
+                c.errors.append(window.error)
+            continue
+        (c.cpu if window.mode == "cpu" else c.wall).append(window)
+        if window.mode == "wall":
+            walls.append(window)
+    for e in bundle.events("memray"):
+        c = collected.get(int(e.get("pid", -1)))
+        if c is not None:
+            c.memray = _memray_window(bundle, e)
+            if c.memray.error:
+                c.errors.append(c.memray.error)
+    options = bundle.manifest.get("options") or {}
+    opts = ProfileOptions(
+        out_dir=bundle.artefacts("profiles"),
+        rate=int(options.get("rate") or 100),
+    )
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    requests = request_series(bundle)
+    processes: list[dict[str, Any]] = []
+    findings: list[Finding] = []
+    hotspots: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for c in collected.values():
+        if start is not None:  # leak verdicts see the measured window only
+            c.samples = [s for s in c.samples if s.t >= start]
+        report = analyse(c, opts, requests=requests or None)
+        findings.extend(report.findings)
+        notes.extend(f"{c.target.label}: {err}" for err in report.errors)
+        processes.append(_process_json(c, report))
+        for stat in report.profile.stats[:10]:
+            hotspots.append({**stat.to_json(), "process": c.target.label})
+    return processes, findings, hotspots, notes, walls
+
+
+def _process_json(c: Any, report: Any) -> dict[str, Any]:
+    samples = c.samples
+    step = max(1, len(samples) // 300)
+    series = [[round(s.t, 2), s.cpu_percent, s.rss] for s in samples[::step]]
+    verdict = _memory_verdict(report.verdicts)
+    return {
+        "label": c.target.label,
+        "pid": c.target.pid,
+        "role": c.target.role,
+        "gone": c.gone,
+        "cpu_mean": sum(s.cpu_percent for s in samples) / len(samples) if samples else 0.0,
+        "cpu_max": max((s.cpu_percent for s in samples), default=0.0),
+        "rss_start": samples[0].rss if samples else 0,
+        "rss_end": samples[-1].rss if samples else 0,
+        "rss_max": max((s.rss for s in samples), default=0),
+        "threads_end": samples[-1].threads if samples else 0,
+        "fds_end": samples[-1].fds if samples else None,
+        "leak_verdict": verdict,
+        "leak_verdicts": [v.to_json() for v in report.verdicts],
+        "wall_breakdown": report.breakdown.to_json() if report.breakdown else None,
+        "cpu_samples": report.profile.samples,
+        "artefacts": report.artefacts,
+        "series": series,
+    }
+
+
+def _memory_verdict(verdicts: Iterable[Any]) -> str:
+    """One short line for the memory metric: "heap leak: +2.1 MiB/1k req", "no leak"..."""
+    from diag.units import format_bytes
+
+    for v in verdicts:
+        if v.metric not in ("rss", "uss"):
+            continue
+        if v.status == "leak":
+            rate = (
+                f"+{format_bytes(v.per_1k_requests)}/1k req"
+                if v.per_1k_requests is not None
+                else f"+{format_bytes(v.per_second * 60)}/min"
+            )
+            return f"{str(v.kind or 'leak').replace('_', ' ')}: {rate}"
+        words: dict[str, str] = {
+            "filling": "filling then plateau (cache?)",
+            "no_leak": "no leak",
+            "not_enough_data": "not enough data",
+        }
+        return words.get(str(v.status), str(v.status))
+    return "not enough data"
+
+
+# ---- database ----------------------------------------------------------------------------
+
+
+def db_section(
+    bundle: Bundle, counts: Mapping[str, int]
+) -> tuple[dict[str, Any] | None, list[Finding], list[dict[str, Any]], list[str], list[Any]]:
+    """(database section, findings, plans, notes, activity samples)."""
+    from diag.dbanalysis import analyze_window, summarize_waits
+    from probes.postgres.activity import ActivitySample
+    from probes.postgres.statements import StatementSnapshot, StatementText, diff, timeline
+
+    snapshots = [StatementSnapshot.from_json(e) for e in bundle.events("pg_statements")]
+    samples = [ActivitySample.from_json(e) for e in bundle.events("pg_activity")]
+    if not snapshots and not samples:
+        return None, [], [], [], []
+    notes: list[str] = []
+    final = None
+    for e in bundle.events("pg_report"):
+        final = e
+    db_timeline = (
+        [(round(p.t, 2), round(p.db_time_ms_per_s, 2)) for p in timeline(snapshots)]
+        if len(snapshots) > 1
+        else []
+    )
+    if final is not None:
+        findings = [Finding.from_json(f) for f in final.get("findings") or []]
+        plans = [
+            {"queryid": int(k), **v, "source": (v.get("plan") or {}).get("source")}
+            for k, v in (final.get("plans") or {}).items()
+        ]
+        for p in plans:
+            p["tree"] = _plan_tree(p.get("plan"))
+            p["tips"] = [
+                t.get("text", str(t)) if isinstance(t, dict) else str(t)
+                for t in p.get("tips") or []
+            ]
+        section = {
+            "window": final.get("window"),
+            "top": (final.get("top") or {}).get("total_exec_ms", [])[:15],
+            "waits": final.get("waits"),
+            "health": final.get("health"),
+            "timeline": db_timeline,
+            "server_version": final.get("server_version"),
+        }
+        notes.extend(final.get("notes") or [])
+        return section, findings, plans, notes, samples
+    if len(snapshots) < 2:
+        notes.append("database: fewer than two statement snapshots; no statement analysis")
+        return {"timeline": [], "waits": summarize_waits(samples).to_json()}, [], [], notes, samples
+    texts = {
+        int(e["queryid"]): StatementText(
+            int(e["queryid"]), str(e["query"]), bool(e.get("is_probe"))
+        )
+        for e in bundle.events("pg_texts")
+    }
+    window = diff(snapshots[0], snapshots[-1])
+    findings = analyze_window(window, texts, samples, request_counts=counts or None)
+    if bundle.status != "running":
+        notes.append("database: run ended before plans and health were read; statements only")
+    db_time = sum(
+        s.total_exec_ms
+        for s in window.statements
+        if s.queryid in texts and not texts[s.queryid].is_probe
+    )
+    top = [
+        {
+            **s.to_json(),
+            "query": texts[s.queryid].query,
+            "share_of_db_time": s.total_exec_ms / db_time if db_time else 0.0,
+        }
+        for s in sorted(window.statements, key=lambda s: -s.total_exec_ms)
+        if s.queryid in texts and not texts[s.queryid].is_probe
+    ][:15]
+    section = {"timeline": db_timeline, "waits": summarize_waits(samples).to_json(), "top": top}
+    return section, findings, [], notes, samples
+
+
+def _plan_tree(plan: Any) -> str:
+    """An indented text tree of a stored plan JSON."""
+    if not isinstance(plan, Mapping):
+        return ""
+    root = plan.get("root") or plan.get("Plan") or plan.get("plan") or plan
+    lines: list[str] = []
+
+    def walk(node: Any, depth: int) -> None:
+        if not isinstance(node, Mapping) or depth > 40:
+            return
+        name = node.get("node_type") or node.get("Node Type") or "?"
+        rel = node.get("relation") or node.get("Relation Name")
+        idx = node.get("index") or node.get("Index Name")
+        rows = node.get("actual_rows", node.get("Actual Rows"))
+        est = node.get("plan_rows", node.get("Plan Rows"))
+        ms = node.get("actual_total_ms", node.get("Actual Total Time"))
+        bits = [str(name)]
+        if rel:
+            bits.append(f"on {rel}")
+        if idx:
+            bits.append(f"using {idx}")
+        if est is not None:
+            bits.append(f"(est {est} rows")
+            bits[-1] += f", actual {rows})" if rows is not None else ")"
+        if ms is not None:
+            bits.append(f"{float(ms):.1f} ms")
+        lines.append("  " * depth + "-> " + " ".join(bits))
+        for child in node.get("children") or node.get("Plans") or []:
+            walk(child, depth + 1)
+
+    walk(root, 0)
+    return "\n".join(lines)
+
+
+def activity_series(bundle: Bundle) -> dict[str, list[tuple[float, float]]]:
+    """Per finding key: (time, activity in the interval) — statement time per snapshot
+    interval (``slow_query:<queryid>`` etc.) and function CPU samples per py-spy window."""
+    from diag.hotspots import fold_stack, frame_label
+    from probes.postgres.statements import StatementSnapshot, diff
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    snaps = [StatementSnapshot.from_json(e) for e in bundle.events("pg_statements")]
+    per_query: dict[int, list[tuple[float, float]]] = {}
+    for a, b in itertools.pairwise(snaps):
+        window = diff(a, b)
+        for s in window.statements:
+            per_query.setdefault(s.queryid, []).append((b.taken_at, s.total_exec_ms))
+    for qid, series in per_query.items():
+        for kind in ("slow_query", "missing_index", "plan_issue", "n_plus_one"):
+            out[f"{kind}:{qid}"] = series
+    for e in bundle.events("pyspy"):
+        if e.get("mode") != "cpu" or e.get("error"):
+            continue
+        window = _pyspy_window(bundle, e)
+        if window.stacks is None:
+            continue
+        counts: dict[str, float] = {}
+        for stack, n in window.stacks.stacks.items():
+            folded = fold_stack(stack)
+            if folded is not None:
+                label = frame_label(folded.self_frame)
+                counts[label] = counts.get(label, 0.0) + n
+        t = window.started + window.duration
+        for label, n in counts.items():
+            out.setdefault(f"cpu_hotspot:{label}", []).append((t, n))
+    return out
+
+
+# ---- the whole report --------------------------------------------------------------------
+
+
+def _run_section(bundle: Bundle) -> dict[str, Any]:
+    manifest = bundle.manifest
+    options = dict(manifest.get("options") or {})
+    started = bundle.started_at
+    ended = bundle.ended_at
+    return {
+        "id": bundle.path.name,
+        "bundle": str(bundle.path),
+        "status": bundle.status,
+        "started_at": started,
+        "ended_at": ended,
+        "duration_s": round(ended - started, 2) if ended else None,
+        "tool_version": manifest.get("tool_version"),
+        "command": manifest.get("command"),
+        "targets": manifest.get("targets") or [],
+        "options": options,
+        "scenario": options.get("scenario") or options.get("locustfile"),
+        "faults": options.get("faults"),
+        "fail_on": options.get("fail_on") or [],
+        "probes": manifest.get("probes") or {},
+    }
+
+
+def analyse(bundle: Bundle) -> Report:
+    """The ranked report of one bundle (pure: reads only the bundle)."""
+    run = _run_section(bundle)
+    start, end = measured_window(bundle)
+    notes: list[str] = []
+    if bundle.status == "killed":
+        notes.append(
+            "the run was killed before it finished: this report covers what was "
+            "collected until then"
+        )
+    load, findings = load_section(bundle, bundle.started_at)
+    counts = request_counts(bundle, start, end)
+    processes, prof_findings, hotspots, prof_notes, walls = profiler_section(bundle, start)
+    database, db_findings, plans, db_notes, samples = db_section(bundle, counts)
+    findings += prof_findings + db_findings
+    notes += prof_notes + db_notes
+    findings += contention.event_loop_findings(walls)
+    findings += contention.pool_findings(samples, targets_of(bundle), load)
+    findings = contention.dedupe(findings)
+    findings = contention.attach_endpoints(
+        findings, activity_series(bundle), contention.endpoint_series(bundle.events("load"))
+    )
+    findings = contention.attach_callsites(findings, bundle.events("callsites"))
+    for e in bundle.events("notices"):
+        text = str(e.get("text", ""))
+        if text and text not in notes:
+            notes.append(text)
+    return Report(
+        run=run,
+        load=load,
+        processes=processes,
+        database=database,
+        findings=rank(findings),
+        hotspots=hotspots,
+        plans=plans,
+        notes=notes,
+    )
+
+
+def write_reports(
+    bundle: Bundle,
+    out_dir: Path,
+    formats: Iterable[str] = REPORT_FILES,
+    fail_on: Iterable[str] = (),
+    baseline: Report | None = None,
+) -> dict[str, Path]:
+    """Analyse, evaluate gates, write every format; returns format -> path."""
+    report = analyse(bundle)
+    exprs = list(fail_on) or list(report.run.get("fail_on") or [])
+    if exprs:
+        report = report.with_gates(evaluate_all(exprs, report, baseline))
+    written = {}
+    for fmt in formats:
+        path = out_dir / REPORT_FILES[fmt]
+        path.write_text(render(report, fmt, color=False))
+        written[fmt] = path
+    return written
+
+
+def live_view(bundle: Bundle, ctx: SessionContext) -> LiveSnapshot:
+    from diag.liveview import snapshot_from
+
+    snapshot: LiveSnapshot = snapshot_from(analyse(bundle), bundle, ctx)
+    return snapshot

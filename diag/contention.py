@@ -1,0 +1,267 @@
+"""Cross-layer findings and evidence that no single probe can produce alone.
+
+- ``event_loop_findings``: wall-clock stacks of the event-loop thread caught inside a
+  *synchronous* database/HTTP client call or a sleep: every request on that process
+  waits meanwhile. Score = the share (%) of the loop thread's wall time spent blocked.
+- ``pool_findings``: from active-session history, an application whose database sessions
+  are all busy at once most of the time: requests queue for a pooled connection.
+- ``attach_endpoints``: which endpoints' latency a finding explains, by correlating its
+  per-interval activity with each endpoint's per-interval mean latency.
+- ``attach_callsites``: which Python call site issued a statement (pg_stat_activity's
+  client port matched to a target's socket, then a stack sample of that process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from diag.findings import Finding, Location
+from diag.hotspots import classify_stack, fold_stack, frame_info, frame_label
+from probes.targets import Target
+
+_LOOP = ("_run_once", "base_events.py")
+_SYNC_DB = ("psycopg/cursor.py", "psycopg/connection.py", "psycopg2/", "pg8000/", "sqlite3")
+_SYNC_HTTP = ("requests/", "urllib3/", "http/client.py")
+_BUSY_STATES = ("active", "idle in transaction", "idle in transaction (aborted)")
+
+
+def _on_loop(stack: Sequence[tuple[str, str, int]]) -> bool:
+    return any(f[0] == _LOOP[0] and f[1].endswith(_LOOP[1]) for f in stack)
+
+
+def _blocking(stack: Sequence[tuple[str, str, int]]) -> bool:
+    files = [f[1] for f in stack]
+    if any("_async" in p for p in files if "psycopg" in p):
+        return False  # an async client running briefly on the loop, not blocking it
+    cat = classify_stack(tuple(stack))
+    if cat == "db":
+        return any(any(s in p for s in _SYNC_DB) for p in files)
+    if cat == "http":
+        return any(any(s in p for s in _SYNC_HTTP) for p in files)
+    if cat == "lock_sleep":
+        leaf = stack[-1]
+        return leaf[0] == "sleep" and frame_info(leaf[1]).origin != "package"
+    return False
+
+
+def event_loop_findings(windows: Iterable[Any], min_share: float = 0.01) -> list[Finding]:
+    """From ``--idle`` (wall) py-spy windows: time the event loop spent blocked."""
+    loop: Counter[str] = Counter()
+    blocked: Counter[str] = Counter()
+    blame: dict[str, Counter[str]] = defaultdict(Counter)
+    for w in windows:
+        if w.stacks is None:
+            continue
+        for stack, count in w.stacks.stacks.items():
+            if not _on_loop(stack):
+                continue
+            loop[w.label] += count
+            if _blocking(stack):
+                blocked[w.label] += count
+                folded = fold_stack(stack)
+                where = frame_label(folded.self_frame) if folded else frame_label(stack[-1])
+                blame[w.label][where] += count
+    out = []
+    for label, n_blocked in blocked.items():
+        share = n_blocked / loop[label] if loop[label] else 0.0
+        if share < min_share:
+            continue
+        where, hits = blame[label].most_common(1)[0]
+        out.append(
+            Finding(
+                kind="event_loop_blocking",
+                title=f"synchronous call blocks the event loop: {where.split(' (')[0]}",
+                score=round(100 * share, 2),
+                score_explanation=(
+                    f"the event loop of {label} was blocked in a synchronous call "
+                    f"{share:.1%} of its wall time; every request on it waits meanwhile"
+                ),
+                recommendation=(
+                    "use the async client (psycopg AsyncConnection / httpx.AsyncClient) or "
+                    "move the call off the loop with asyncio.to_thread / run_in_executor"
+                ),
+                location=Location(code=where, process=label),
+                evidence={
+                    "loop_samples": loop[label],
+                    "blocked_samples": n_blocked,
+                    "blocked_at": blame[label].most_common(3),
+                    "top_site_samples": hits,
+                },
+                source="pyspy",
+            )
+        )
+    return out
+
+
+def _owner(session: Any, ports: Mapping[int, str]) -> str:
+    if session.client_port is not None and session.client_port in ports:
+        return ports[session.client_port]
+    return session.application_name or (session.client_addr or "local")
+
+
+def pool_findings(
+    samples: Sequence[Any],
+    targets: Sequence[Target],
+    load: Mapping[str, Any] | None,
+    min_saturated: float = 0.3,
+) -> list[Finding]:
+    """Applications whose database sessions were all busy at once in most samples."""
+    if len(samples) < 20:
+        return []
+    per_app: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for sample in samples:
+        counts: Counter[str] = Counter()
+        busy: Counter[str] = Counter()
+        for s in sample.sessions:
+            app = s.application_name or ""
+            if app.startswith("archon-diag") or s.state is None:
+                continue
+            owner = app or (s.client_addr or "local")
+            counts[owner] += 1
+            if s.state in _BUSY_STATES:
+                busy[owner] += 1
+        for owner, n in counts.items():
+            per_app[owner].append((n, busy[owner]))
+    out = []
+    for owner, rows in per_app.items():
+        sizes = Counter(n for n, _ in rows)
+        size, seen = sizes.most_common(1)[0]
+        if size < 1 or seen < 0.8 * len(rows) or max(sizes) > size + 1:
+            continue  # not a fixed-size pool
+        saturated = sum(1 for n, b in rows if b >= n) / len(rows)
+        if saturated < min_saturated:
+            continue
+        p95 = ((load or {}).get("totals") or {}).get("p95_ms")
+        out.append(
+            Finding(
+                kind="pool_starvation",
+                title=f"{owner}: all {size} pooled connections busy {saturated:.0%} of the time",
+                score=round(100 * saturated * 0.5, 2),
+                score_explanation=(
+                    f"in {saturated:.0%} of activity samples every one of {owner}'s {size} "
+                    "connections was busy, so further requests queued for one; half that "
+                    "time is assumed recoverable"
+                ),
+                recommendation=(
+                    "size the pool for the concurrency (max_size ≈ concurrent requests that "
+                    "need the database), shorten what holds a connection, or add a pooler"
+                ),
+                location=Location(process=owner),
+                evidence={
+                    "pool_size": size,
+                    "saturated_share": round(saturated, 3),
+                    "samples": len(rows),
+                    "load_p95_ms": p95,
+                },
+                source="postgres",
+            )
+        )
+    return out
+
+
+def dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per key (kind + where), keeping the highest score."""
+    best: dict[str, Finding] = {}
+    for f in findings:
+        key = f.key() + "|" + (f.location.process or "")
+        if key not in best or f.score > best[key].score:
+            best[key] = f
+    return list(best.values())
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    n = len(xs)
+    if n < 3:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx <= 0 or syy <= 0:
+        return 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
+
+
+def endpoint_series(
+    load_events: Iterable[Mapping[str, Any]],
+) -> dict[str, list[tuple[float, float]]]:
+    """Per endpoint: (end time, mean latency ms in the interval) from cumulative snapshots."""
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    prev: dict[str, tuple[int, float]] = {}
+    for e in load_events:
+        if e.get("type") != "endpoints":
+            continue
+        for r in e.get("rows") or []:
+            if r.get("name") == "Aggregated":
+                continue
+            label = f"{r.get('method') or ''} {r['name']}".strip()
+            n, total = int(r["requests"]), float(r.get("avg_ms") or 0.0) * int(r["requests"])
+            if label in prev:
+                dn = n - prev[label][0]
+                if dn > 0:
+                    out[label].append((float(e["t"]), (total - prev[label][1]) / dn))
+            prev[label] = (n, total)
+    return out
+
+
+def _at(series: Sequence[tuple[float, float]], t: float) -> float | None:
+    best = min(series, key=lambda p: abs(p[0] - t), default=None)
+    return best[1] if best is not None and abs(best[0] - t) <= 6 else None
+
+
+def attach_endpoints(
+    findings: list[Finding],
+    activity: Mapping[str, list[tuple[float, float]]],
+    endpoints: Mapping[str, list[tuple[float, float]]],
+    min_r: float = 0.5,
+) -> list[Finding]:
+    """Add ``explains_latency_of`` to findings whose activity (keyed by ``Finding.key()``,
+    per-interval values) rises and falls with an endpoint's latency."""
+    out = []
+    for f in findings:
+        series = activity.get(f.key())
+        matches = []
+        if series and len(series) >= 5:
+            for label, lat in endpoints.items():
+                pairs = [(v, _at(lat, t)) for t, v in series]
+                xs = [a for a, b in pairs if b is not None]
+                ys = [b for _, b in pairs if b is not None]
+                if len(xs) >= 5:
+                    r = _pearson(xs, ys)
+                    if r >= min_r:
+                        matches.append((label, round(r, 2)))
+        if matches:
+            matches.sort(key=lambda m: -m[1])
+            evidence = {**f.evidence, "explains_latency_of": matches[:3]}
+            loc = f.location
+            if loc.endpoint is None:
+                loc = dataclasses.replace(loc, endpoint=matches[0][0])
+            f = dataclasses.replace(f, evidence=evidence, location=loc)
+        out.append(f)
+    return out
+
+
+def attach_callsites(findings: list[Finding], events: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    """Add the Python call site that issued each statement, where one was caught."""
+    sites: dict[int, Counter[str]] = defaultdict(Counter)
+    procs: dict[int, str] = {}
+    for e in events:
+        if e.get("queryid") is None or not e.get("site"):
+            continue
+        sites[int(e["queryid"])][str(e["site"])] += 1
+        procs[int(e["queryid"])] = str(e.get("process", ""))
+    out = []
+    for f in findings:
+        qid = f.location.queryid
+        if qid is not None and qid in sites:
+            site, hits = sites[qid].most_common(1)[0]
+            evidence = {**f.evidence, "issued_from": site, "issued_from_samples": hits}
+            loc = f.location
+            if loc.code is None:
+                loc = dataclasses.replace(loc, code=site, process=loc.process or procs[qid])
+            f = dataclasses.replace(f, evidence=evidence, location=loc)
+        out.append(f)
+    return out
