@@ -22,12 +22,12 @@ def spark(values: Sequence[float | None], width: int, *, floor: float | None = 0
 
     >>> spark([0, 1, 2, 3, 4, 5, 6, 7], 8)
     '▁▂▃▄▅▆▇█'
-    >>> spark([5, 5, 5], 5)
-    '▁▁▁'
+    >>> spark([5, 5, 5], 5), spark([0, 0], 2)
+    ('███', '▁▁')
     >>> spark([100, 101, 102], 3, floor=None)
     '▁▅█'
     >>> spark([1, None, 2], 3)
-    '▄ █'
+    '▅ █'
     >>> spark([1, 2, 3], 0)
     ''
     """

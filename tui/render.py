@@ -200,10 +200,10 @@ def plan_text(
             text.append("\n" + clip(line, width))
         for tip in plan.tips:
             text.append("\ntip: ", style="bold yellow")
-            text.append(truncate(tip, width - 5))
+            text.append(tip)
     for line in dict.fromkeys([*(plan.index_advice if plan else ()), *advice]):
         text.append("\nindex: ", style="bold green")
-        text.append(truncate(line, width - 7))
+        text.append(line)
     return text
 
 
