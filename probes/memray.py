@@ -273,12 +273,14 @@ class MemrayRecorder:
         """Read the capture (seconds of CPU on big captures: call from a thread)."""
         elapsed = time.time() - self._started
         if self._error is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
             return MemrayWindow(self.pid, self.label, self._started, elapsed, None, self._error)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         final = self.out_dir / f"memray-{self.pid}-{int(self._started)}.bin"
         try:
             shutil.move(str(self.capture_path), final)
         except OSError as exc:
+            shutil.rmtree(self._tmp, ignore_errors=True)
             return MemrayWindow(
                 self.pid, self.label, self._started, elapsed, None, f"no capture: {exc}"
             )

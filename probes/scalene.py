@@ -87,6 +87,10 @@ def _f(d: dict[str, Any], key: str) -> float:
 
 def parse_profile(data: dict[str, Any], path: str = "") -> ScaleneProfile:
     """scalene's JSON (2.x) into records; unknown or missing fields read as 0."""
+    if data == {}:
+        raise ValueError(
+            "scalene collected no samples (the program ran too briefly: profile longer)"
+        )
     files = data.get("files")
     if not isinstance(files, dict):
         raise ValueError("not a scalene profile (no 'files')")

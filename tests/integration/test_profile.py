@@ -216,7 +216,7 @@ def test_profile_command_memray_flags_the_leak_not_the_cache(
 
 
 @needs_ptrace
-def test_profile_uvicorn_app_under_load(capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_uvicorn_app_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
     server = _uvicorn(port)
     done = threading.Event()
@@ -232,7 +232,17 @@ def test_profile_uvicorn_app_under_load(capsys: pytest.CaptureFixture[str]) -> N
         th = threading.Thread(target=load)
         th.start()
         code, out, err = cli(
-            ["--target", f"port:{port}", "--duration", "4s", "--format", "json"], capsys
+            [
+                "--target",
+                f"port:{port}",
+                "--duration",
+                "4s",
+                "--format",
+                "json",
+                "--out",
+                str(tmp_path),
+            ],
+            capsys,
         )
         done.set()
         th.join()
@@ -248,12 +258,16 @@ def test_profile_uvicorn_app_under_load(capsys: pytest.CaptureFixture[str]) -> N
     assert doc["findings"][0]["kind"] == "cpu_hotspot"
 
 
-def test_bad_targets_exit_3_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_targets_exit_3_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = cli(["--target", "4194303"], capsys)
     assert code == 3 and err.count("\n") == 1 and "no process with PID" in err
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        code, _, err = cli(["--target", str(sleeper.pid), "--duration", "2s"], capsys)
+        code, _, err = cli(
+            ["--target", str(sleeper.pid), "--duration", "2s", "--out", str(tmp_path)], capsys
+        )
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -261,9 +275,14 @@ def test_bad_targets_exit_3_with_one_line(capsys: pytest.CaptureFixture[str]) ->
     assert "Python" in err or "ptrace" in err
 
 
-def test_scalene_launch_produces_findings(capsys: pytest.CaptureFixture[str]) -> None:
+def test_scalene_launch_produces_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = f"scalene:{PY} {TARGETS / 'cpu_burn.py'}"
-    code, out, err = cli(["--target", spec, "--duration", "5s", "--format", "json"], capsys)
+    code, out, err = cli(
+        ["--target", spec, "--duration", "7s", "--format", "json", "--out", str(tmp_path)],
+        capsys,
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert doc["scalene"][0].get("error") is None
@@ -280,6 +299,7 @@ def test_scalene_launch_produces_findings(capsys: pytest.CaptureFixture[str]) ->
 )
 @needs_ptrace
 def test_memray_missing_in_target_is_one_message_and_the_rest_goes_on(
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     proc = subprocess.Popen(
@@ -292,7 +312,17 @@ def test_memray_missing_in_target_is_one_message_and_the_rest_goes_on(
         why = memray_unavailable(proc.pid)
         assert why is not None and "pip install memray" in why
         code, out, err = cli(
-            ["--target", str(proc.pid), "--duration", "3s", "--memray", "--format", "json"],
+            [
+                "--target",
+                str(proc.pid),
+                "--duration",
+                "3s",
+                "--memray",
+                "--format",
+                "json",
+                "--out",
+                str(tmp_path),
+            ],
             capsys,
         )
     finally:

@@ -55,6 +55,9 @@ def test_bad_profiles(tmp_path: Path) -> None:
     bad.write_text('{"other": 1}')
     with pytest.raises(PrerequisiteError):
         read_profile(bad)
+    bad.write_text("{}")  # what scalene writes when it was stopped before any sample
+    with pytest.raises(PrerequisiteError, match="no samples"):
+        read_profile(bad)
 
 
 def test_argv_uses_the_script_and_separator(tmp_path: Path) -> None:
