@@ -197,7 +197,10 @@ def error_bursts(
     return bursts
 
 
-def load_findings(result: LoadResult, min_requests: int = 20) -> list[Finding]:
+def load_findings(
+    result: LoadResult, min_requests: int = 20, min_p95_ms: float = 50.0
+) -> list[Finding]:
+    """Error and latency findings; a tail below ``min_p95_ms`` is not worth a finding."""
     findings: list[Finding] = []
     total = result.total
     if result.all_refused:
@@ -247,7 +250,8 @@ def load_findings(result: LoadResult, min_requests: int = 20) -> list[Finding]:
             continue
         tail = tail_ms(row)
         score = 100.0 * tail / all_time
-        if score < 1.0 or (row.p95_ms or 0) < 1.5 * max(row.p50_ms, 1.0):
+        p95 = row.p95_ms or 0.0
+        if score < 1.0 or p95 < min_p95_ms or p95 < 1.5 * max(row.p50_ms, 1.0):
             continue
         findings.append(
             Finding(

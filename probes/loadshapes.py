@@ -150,7 +150,7 @@ def plan(
         return ShapePlan(kind, stages, limits or Limits(), settle)
     if kind == "soak":
         ramp = 0.1 * d
-        rate = spawn_rate or max(1.0, u / max(ramp, 1.0))
+        rate = spawn_rate or u / max(ramp, 1.0)
         return ShapePlan(
             kind,
             (

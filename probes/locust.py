@@ -730,7 +730,9 @@ class LocustRun:
         last = _meaningful_line(tail) or f"exit code {code}"
         where = f"(log: {self.log_path})"
         if self.spec.locustfile is not None:
-            if any("No User class found" in ln for ln in tail):
+            # Locust tries pytest-style loading only when it found no User class; that
+            # fallback can itself crash (it reads the pytest config around each file)
+            if any("No User class found" in ln or "load_locustfile_pytest" in ln for ln in tail):
                 return UsageError(f"locustfile {self.spec.locustfile} defines no User class")
             return UsageError(f"locustfile {self.spec.locustfile} failed to start: {last} {where}")
         if code is None:

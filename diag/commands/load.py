@@ -63,7 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"base URL (default {DEFAULT_HOST})")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--scenario", choices=["archon"], default="archon",
+        "--scenario", choices=["archon"], default=None,
         help="the shipped scenario: users that behave like the Archon UI (default)",
     )  # fmt: skip
     source.add_argument("--locustfile", type=Path, help="your own locustfile instead")

@@ -413,11 +413,18 @@ def _on_init(environment: Environment, runner: Runner | None = None, **_kw: Any)
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    # Never raise here: the handler runs inside whatever greenlet was executing (maybe
+    # ours, halfway through a write). Let the hub deliver the interrupt to the main
+    # greenlet between switches instead, the way gevent delivers Ctrl-C.
+    gevent.get_hub().loop.run_callback(_interrupt_main)
+
+
+def _interrupt_main() -> None:
     if _LIVE is not None:
         _LIVE.stop_reason = _LIVE.stop_reason or "stopped"
         if _LIVE.test_started is None:  # still waiting for workers: no stats will follow
             _LIVE.finish(0)
-    raise KeyboardInterrupt
+    gevent.get_hub().parent.throw(KeyboardInterrupt)
 
 
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
