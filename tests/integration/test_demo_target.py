@@ -6,6 +6,7 @@ CPU time, latency, Server-Timing) -- and the same measurements under ``none`` sh
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import statistics
 import tempfile
@@ -507,6 +508,7 @@ def test_demo_target_command_up_status_down(
     assert stack.status(base) is None
     assert cli.main(["demo-target", "status", "--dir", str(base)]) == 3
     assert not (base / "state.json").exists()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_demo_target_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -535,3 +537,4 @@ def test_demo_target_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str
     assert code == 2 and len(err.splitlines()) == 1
     assert f"port {port}" in err and "--server-port" in err
     assert not (base / "pg").exists()  # refused before starting anything
+    shutil.rmtree(base, ignore_errors=True)

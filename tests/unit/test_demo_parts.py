@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import socket
 import struct
 import tempfile
@@ -154,3 +155,4 @@ def test_stack_refuses_a_busy_port_and_ignores_an_empty_dir() -> None:
     with pytest.raises(UsageError, match="unknown fault"):
         stack.up(base, faults="everything")
     assert not (base / "pg").exists()
+    shutil.rmtree(base, ignore_errors=True)
