@@ -222,6 +222,8 @@ def function_stats(stacks: CollapsedStacks, seconds: float = 0.0, rate: int = 10
     plumbing = 0
     n = 0
     for stack, count in stacks.stacks.items():
+        if stack and (_is_waiting(stack[-1]) or _idle_leaf(stack[-1])):
+            continue  # an event loop or pool thread waiting: py-spy may call it active
         n += count
         folded = fold_stack(stack)
         if folded is None:
@@ -249,6 +251,14 @@ def function_stats(stacks: CollapsedStacks, seconds: float = 0.0, rate: int = 10
         )
     stats.sort(key=lambda st: (-st.self_samples, -st.total_samples, st.func))
     return Profile(tuple(stats), n, plumbing, seconds, rate)
+
+
+def _idle_leaf(frame: Frame) -> bool:
+    """A selector/epoll/queue wait at the leaf: idle, whatever py-spy's heuristic said."""
+    info = frame_info(frame[1])
+    return info.origin != "app" and info.module in _IDLE_MODULES and frame[0].endswith(
+        ("select", "poll", "wait", "get", "_wait_for_tstate_lock", "accept")
+    )
 
 
 def merge(stacks: Iterable[CollapsedStacks]) -> CollapsedStacks:
@@ -381,6 +391,13 @@ def hotspot_findings(
         return out
     if profile.seconds > 0 and profile.samples < min_busy * profile.seconds * profile.rate:
         return out
+    # how busy the process was (active samples per possible sample, one core's worth):
+    # a share of a mostly idle process's CPU recovers little of its requests' time
+    busy = (
+        min(1.0, profile.samples / (profile.seconds * profile.rate))
+        if profile.seconds > 0 and profile.rate
+        else 1.0
+    )
     for st in profile.stats:
         if len(out) >= limit:
             break
@@ -394,12 +411,13 @@ def hotspot_findings(
             Finding(
                 kind="cpu_hotspot",
                 title=f"{st.func} uses {pct:.0f}% of sampled CPU in {process}{via}",
-                score=round(pct, 2),
+                score=round(pct * busy, 2),
                 score_explanation=(
                     f"{st.self_samples} of {profile.samples} CPU samples of {process} "
                     f"({pct:.1f}%, 95% CI {lo:.1f}-{hi:.1f}%) were in this function's own "
-                    "code after folding framework frames; making it free would recover "
-                    "about that share of the process's CPU time."
+                    f"code after folding framework frames, and the process was on CPU "
+                    f"{busy:.0%} of the time: making it free would recover about "
+                    f"{pct * busy:.1f}% of its time."
                 ),
                 recommendation=(
                     "Look at the hottest line first; cache or precompute repeated work, "

@@ -159,7 +159,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -317,8 +317,8 @@ def up(base: Path | None = None, port: int | None = None) -> ClusterInfo:
 
     stored = state.get("port")
     if port is None:
-        port = int(str(stored)) if stored and _port_free(int(str(stored))) else free_port()
-    elif not _port_free(port):
+        port = int(str(stored)) if stored and port_free(int(str(stored))) else free_port()
+    elif not port_free(port):
         raise UsageError(f"port {port} on 127.0.0.1 is in use; pick another with --port")
 
     startup_log = base / "startup.log"

@@ -54,7 +54,18 @@ def run(args: argparse.Namespace) -> int:
     if running is not None and set(running.faults) != set(parse_faults(args.faults)):
         stack.down(args.dir)
     print(f"archon-diag demo: starting the Archon stand-in (faults: {faults}) ...", file=sys.stderr)
-    target = stack.up(args.dir, faults=faults)
+    ports: dict[str, int] = {}
+    if running is None:  # the contract's default ports, or free ones when they are taken
+        from diag.pgembed import free_port, port_free
+
+        for name, port in (("server_port", 8181), ("agents_port", 8052)):
+            ports[name] = port if port_free(port) else free_port()
+    target = stack.up(
+        args.dir,
+        faults=faults,
+        server_port=ports.get("server_port"),
+        agents_port=ports.get("agents_port"),
+    )
     try:
         targets: list[Target] = []
         for role, pid in (

@@ -112,11 +112,15 @@ def test_wall_breakdown_on_real_asgi_recording() -> None:
     json.dumps(b.to_json())
 
 
-def test_findings_score_is_self_share() -> None:
+def test_findings_score_is_self_share_times_busy() -> None:
     prof = function_stats(read_collapsed(FIX / "cpu_burn.cpu.txt"), seconds=5, rate=100)
     found = hotspot_findings(prof, "burner (pid 1)")
     assert found[0].kind == "cpu_hotspot"
-    assert found[0].score == round(100 * prof.stats[0].self_share, 2)
+    busy = min(1.0, prof.samples / (5 * 100))
+    assert found[0].score == round(100 * prof.stats[0].self_share * busy, 2)
+    # the same profile from a process busy half as long scores half as much
+    half = function_stats(read_collapsed(FIX / "cpu_burn.cpu.txt"), seconds=10, rate=100)
+    assert hotspot_findings(half, "burner (pid 1)")[0].score < found[0].score
     assert "CPU samples" in found[0].score_explanation
     assert found[0].location.code and found[0].location.code.startswith("planted_hotspot")
     # a process on CPU 1 % of the time gets no hotspot findings
