@@ -213,12 +213,14 @@ async def _main(spec: LoadSpec, out: Path, jsonl_path: Path | None, keep_out: bo
         stopper.cancel()
         await consumer
         live.end()
+    except BaseException:
+        if jsonl is not None:
+            jsonl.close()
+        raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runner.aclose()
-        if jsonl is not None and runner.final is None:
-            jsonl.close()
     analysis = await asyncio.to_thread(analyse, result)
     _write(jsonl, result.to_json())
     _write(jsonl, analysis.to_json())

@@ -24,7 +24,14 @@ from diag.commands import load as load_cmd
 from diag.pgembed import free_port
 from probes.errors import DiagError, PrerequisiteError
 from probes.loadshapes import plan
-from probes.locust import LoadSpec, LoadTick, LocustRun, locust_available, percentile
+from probes.locust import (
+    LoadSpec,
+    LoadTick,
+    LocustRun,
+    locust_available,
+    percentile,
+    worker_command,
+)
 from tests.integration.load_servers import route_of, serve
 
 pytestmark = pytest.mark.integration
@@ -211,6 +218,42 @@ def test_processes_two_aggregates_both_workers_and_stops_cleanly(tmp_path: Path)
     # no tick lost or repeated across the SIGTERM: the intervals add up to the total
     timeline = [(t.elapsed, t.requests, t.total_requests) for t in result.ticks]
     assert sum(t.requests for t in result.ticks) == result.total.requests, timeline
+
+
+def test_master_with_a_worker_started_by_the_documented_command(tmp_path: Path) -> None:
+    async def scenario(url: str) -> tuple[list[LoadTick], Any]:
+        spec = LoadSpec(
+            plan=plan("load", users=3, duration_s=6, spawn_rate=10),
+            host=url,
+            locustfile=FIXTURES / "tiny_locustfile.py",
+            expect_workers=1,
+            master_port=free_port(),
+        )
+        run = LocustRun(spec, tmp_path / "out")
+        cmd = worker_command(spec, "127.0.0.1")
+        assert cmd[:3] == ["python", "-m", "locust"]
+        async with run:
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable, *cmd[1:], cwd=tmp_path,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                ticks = [t async for t in run.ticks()]
+                result = await run.wait()
+            finally:
+                if worker.returncode is None:
+                    await asyncio.wait_for(worker.wait(), 15)
+        return ticks, result
+
+    with serve("echo") as server:
+        ticks, result = asyncio.run(scenario(server.url))
+        served = server.total()
+    assert result.stop_reason == "shape completed" and result.total.requests > 50
+    assert abs(served - result.total.requests) <= 3
+    running = [t for t in ticks if t.state == "running"]
+    assert running and all(t.workers == 1 for t in running)
+    # the worker reports every second (the plugin lowers Locust's 3 s): no empty ticks
+    assert sum(t.requests > 0 for t in running[1:]) >= len(running[1:]) - 1
 
 
 def test_refused_connections_are_counted_and_exit_3(
