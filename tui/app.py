@@ -78,6 +78,7 @@ class DiagApp(App[int]):
         Binding("e", "explain", "EXPLAIN statement", show=False),
         Binding("r", "save", "save report", show=False),
         Binding("question_mark", "help", "help", show=False),
+        Binding("ctrl+l", "redraw", "redraw the screen", show=False),
         Binding("q", "quit", "quit", show=False),
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),
     ]
@@ -180,6 +181,10 @@ class DiagApp(App[int]):
 
     def action_cycle(self, step: int) -> None:
         self.action_show_pane(keys.cycle_screen(self.current, step))
+
+    def action_redraw(self) -> None:
+        """Repaint every cell: another process (a target's stderr) may have written over us."""
+        self.screen.refresh(self.screen.region)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -46,6 +46,7 @@ HELP: tuple[tuple[str, str], ...] = (
     ("e", "EXPLAIN the selected statement (Queries)"),
     ("r", "save the report and bundle"),
     ("?", "this help (esc closes it)"),
+    ("ctrl+l", "redraw the whole screen"),
     ("q", "quit: stop everything the session started"),
 )
 

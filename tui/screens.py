@@ -192,7 +192,7 @@ class HotspotsPane(Pane):
                 [
                     f"{h.self_percent:.1f}",
                     f"{h.total_percent:.1f}",
-                    truncate(h.process, 14),
+                    truncate(h.process.split(" (pid ")[0], 14),
                     truncate(h.function, fw),
                 ],
             )
