@@ -13,6 +13,7 @@ Entry point for ``archon-diag tui`` / ``archon-diag demo``::
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -105,6 +106,7 @@ class DiagApp(App[int]):
         self._quitting = False
         self._users_pending: int | None = None
         self._reply = ""
+        self.ui_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- layout ------------------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class DiagApp(App[int]):
         yield Static(render.keys_line(80), id="keys")
 
     def on_mount(self) -> None:
+        self.ui_loop = asyncio.get_running_loop()
         self.query_one("#keys", Static).update(render.keys_line(self.size.width))
         self._pane(self.current).focus_main()
         self.poll()
@@ -299,7 +302,10 @@ def _quit_on_hangup(app: DiagApp) -> Iterator[None]:
     previous: dict[signal.Signals, Any] = {}
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
-        app.call_later(app.action_quit)
+        # a signal handler may interrupt the loop anywhere: hand over thread-safely
+        loop = app.ui_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(app.call_later, app.action_quit)
 
     for sig in (signal.SIGHUP, signal.SIGTERM):
         with suppress(ValueError):  # not the main thread: leave signals alone
