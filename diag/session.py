@@ -162,6 +162,7 @@ class Session:
             if self.progress is not None:
                 self._tasks.append(asyncio.create_task(self._progress_loop()))
             self._phase("warmup")
+            ctx.publish("planned_end", ctx.elapsed() + ctx.config.warmup + ctx.config.duration)
             stopped = await self._sleep_or_stop(ctx.config.warmup)
             if not stopped:
                 self._phase("measuring")
@@ -216,7 +217,8 @@ class Session:
 
     def progress_line(self) -> str:
         ctx = self.ctx
-        total = ctx.config.warmup + ctx.config.duration
+        with ctx.lock:
+            total = float(ctx.live.get("planned_end") or ctx.config.warmup + ctx.config.duration)
         parts = [f"[{format_duration(ctx.elapsed())}/{format_duration(total)}] {ctx.phase}"]
         with ctx.lock:
             load = ctx.live.get("load")
