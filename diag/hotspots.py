@@ -256,8 +256,10 @@ def function_stats(stacks: CollapsedStacks, seconds: float = 0.0, rate: int = 10
 def _idle_leaf(frame: Frame) -> bool:
     """A selector/epoll/queue wait at the leaf: idle, whatever py-spy's heuristic said."""
     info = frame_info(frame[1])
-    return info.origin != "app" and info.module in _IDLE_MODULES and frame[0].endswith(
-        ("select", "poll", "wait", "get", "_wait_for_tstate_lock", "accept")
+    return (
+        info.origin != "app"
+        and info.module in _IDLE_MODULES
+        and frame[0].endswith(("select", "poll", "wait", "get", "_wait_for_tstate_lock", "accept"))
     )
 
 
