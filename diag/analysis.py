@@ -9,12 +9,12 @@ complete, interrupted and killed bundles alike: what is missing is said in ``not
 from __future__ import annotations
 
 import dataclasses
-import itertools
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diag import contention
+from diag import attribution, contention
 from diag import load as load_analysis
 from diag.bundle import Bundle
 from diag.findings import Finding, rank
@@ -305,8 +305,7 @@ def profiler_section(
                 c.errors.append(window.error)
             continue
         (c.cpu if window.mode == "cpu" else c.wall).append(window)
-        if window.mode == "wall":
-            walls.append(window)
+        walls.append(window)
     for e in bundle.events("memray"):
         c = collected.get(int(e.get("pid", -1)))
         if c is not None:
@@ -496,37 +495,12 @@ def _plan_tree(plan: Any) -> str:
     return "\n".join(lines)
 
 
-def activity_series(bundle: Bundle) -> dict[str, list[tuple[float, float]]]:
-    """Per finding key: (time, activity in the interval) — statement time per snapshot
-    interval (``slow_query:<queryid>`` etc.) and function CPU samples per py-spy window."""
-    from diag.hotspots import fold_stack, frame_label
-    from probes.postgres.statements import StatementSnapshot, diff
-
-    out: dict[str, list[tuple[float, float]]] = {}
-    snaps = [StatementSnapshot.from_json(e) for e in bundle.events("pg_statements")]
-    per_query: dict[int, list[tuple[float, float]]] = {}
-    for a, b in itertools.pairwise(snaps):
-        window = diff(a, b)
-        for s in window.statements:
-            per_query.setdefault(s.queryid, []).append((b.taken_at, s.total_exec_ms))
-    for qid, series in per_query.items():
-        for kind in ("slow_query", "missing_index", "plan_issue", "n_plus_one"):
-            out[f"{kind}:{qid}"] = series
-    for e in bundle.events("pyspy"):
-        if e.get("mode") != "cpu" or e.get("error"):
-            continue
-        window = _pyspy_window(bundle, e)
-        if window.stacks is None:
-            continue
-        counts: dict[str, float] = {}
-        for stack, n in window.stacks.stacks.items():
-            folded = fold_stack(stack)
-            if folded is not None:
-                label = frame_label(folded.self_frame)
-                counts[label] = counts.get(label, 0.0) + n
-        t = window.started + window.duration
-        for label, n in counts.items():
-            out.setdefault(f"cpu_hotspot:{label}", []).append((t, n))
+def statement_handlers(bundle: Bundle) -> dict[int, Counter[str]]:
+    """queryid -> the route handlers its call-site dumps ran under."""
+    out: dict[int, Counter[str]] = {}
+    for e in bundle.events("callsites"):
+        if e.get("queryid") is not None and e.get("handler"):
+            out.setdefault(int(e["queryid"]), Counter())[str(e["handler"])] += 1
     return out
 
 
@@ -568,15 +542,19 @@ def analyse(bundle: Bundle) -> Report:
         )
     load, findings = load_section(bundle, bundle.started_at)
     counts = request_counts(bundle, start, end)
-    processes, prof_findings, hotspots, prof_notes, walls = profiler_section(bundle, start)
+    processes, prof_findings, hotspots, prof_notes, windows = profiler_section(bundle, start)
+    walls = [w for w in windows if w.mode == "wall"]
     database, db_findings, plans, db_notes, samples = db_section(bundle, counts)
     findings += prof_findings + db_findings
     notes += prof_notes + db_notes
     findings += contention.event_loop_findings(walls)
     findings += contention.pool_findings(samples, targets_of(bundle), load)
     findings = contention.dedupe(findings)
-    findings = contention.attach_endpoints(
-        findings, activity_series(bundle), contention.endpoint_series(bundle.events("load"))
+    findings = attribution.attach_endpoints(
+        findings,
+        attribution.handlers_by_function(windows),
+        statement_handlers(bundle),
+        load,
     )
     findings = contention.attach_callsites(findings, bundle.events("callsites"))
     for e in bundle.events("notices"):

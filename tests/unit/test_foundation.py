@@ -4,14 +4,14 @@ import doctest
 
 import pytest
 
-from diag import findings, units
+from diag import attribution, findings, units
 from diag.findings import Finding, Location, Severity, rank
 from probes import sqlfiles
 from probes.errors import DiagError, GateFailed, PrerequisiteError, UsageError
 from probes.redact import redact_dsn, redact_text
 
 
-@pytest.mark.parametrize("module", [units, findings])
+@pytest.mark.parametrize("module", [units, findings, attribution])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
@@ -90,3 +90,18 @@ def test_findings_rank_and_round_trip() -> None:
     again = Finding.from_json(slow.to_json())
     assert again == slow
     assert slow.key() == "slow_query:42"
+
+
+def test_handler_of_finds_the_routed_application_function() -> None:
+    site = "/venv/lib/python3.11/site-packages"
+    stack = (
+        ("serve", "/srv/app/main.py", 10),
+        ("run", f"{site}/uvicorn/server.py", 60),
+        ("app", f"{site}/starlette/routing.py", 70),
+        ("run_endpoint_function", f"{site}/fastapi/routing.py", 212),
+        ("create_app.<locals>.list_projects", "/srv/app/server.py", 230),
+        ("load_sources", "/srv/app/server.py", 650),
+        ("execute", f"{site}/psycopg/cursor_async.py", 90),
+    )
+    assert attribution.handler_of(stack) == "list_projects"
+    assert attribution.handler_of(stack[:2]) is None
