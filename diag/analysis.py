@@ -9,6 +9,7 @@ complete, interrupted and killed bundles alike: what is missing is said in ``not
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -235,11 +236,32 @@ def _process_sample(e: Mapping[str, Any]) -> Any:
     return ProcessSample(**{k: v for k, v in e.items() if k in names})
 
 
+@functools.lru_cache(maxsize=4096)
+def _read_collapsed(path: str, mtime_ns: int, size: int) -> Any:
+    """Parsed stacks, cached by file identity: the live view re-analyses every few seconds
+    and must not re-read a whole soak's windows each time."""
+    from probes.pyspy import read_collapsed
+
+    return read_collapsed(Path(path))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_capture(path: str, mtime_ns: int, size: int, pid: int) -> Any:
+    from probes.memray import read_capture
+
+    return read_capture(Path(path), pid)
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_mtime_ns, st.st_size
+
+
 def _pyspy_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
-    from probes.pyspy import PySpyWindow, read_collapsed
+    from probes.pyspy import PySpyWindow
 
     path = _local(bundle, e.get("path"), "pyspy")
-    stacks = read_collapsed(path) if path is not None and not e.get("error") else None
+    stacks = _read_collapsed(*_identity(path)) if path is not None and not e.get("error") else None
     return PySpyWindow(
         pid=int(e["pid"]),
         label=str(e["label"]),
@@ -258,14 +280,14 @@ def _pyspy_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
 
 
 def _memray_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
-    from probes.memray import CaptureError, MemrayWindow, read_capture
+    from probes.memray import CaptureError, MemrayWindow
 
     path = _local(bundle, e.get("path"), "memray")
     capture = None
     error = e.get("error")
     if path is not None and not error:
         try:
-            capture = read_capture(path, int(e["pid"]))
+            capture = _read_capture(*_identity(path), int(e["pid"]))
         except CaptureError as exc:
             error = str(exc)
     return MemrayWindow(
