@@ -352,9 +352,33 @@ def profiler_section(
         findings.extend(report.findings)
         notes.extend(f"{c.target.label}: {err}" for err in report.errors)
         processes.append(_process_json(c, report))
-        for stat in report.profile.stats[:10]:
-            hotspots.append({**stat.to_json(), "process": c.target.label})
+        top = report.profile.stats[:10]
+        stacks = top_stacks(c.cpu, {st.label for st in top})
+        for stat in top:
+            hotspots.append(
+                {**stat.to_json(), "process": c.target.label, "stacks": stacks.get(stat.label, [])}
+            )
     return processes, findings, hotspots, notes, walls
+
+
+def top_stacks(windows: Iterable[Any], labels: set[str], per: int = 3) -> dict[str, list[str]]:
+    """For each function label: its heaviest folded stacks ("a;b;c", root first)."""
+    from diag.hotspots import fold_stack, frame_label, is_plumbing
+
+    counts: dict[str, Counter[str]] = {}
+    for w in windows:
+        if w.stacks is None:
+            continue
+        for stack, n in w.stacks.stacks.items():
+            folded = fold_stack(stack)
+            if folded is None:
+                continue
+            label = frame_label(folded.self_frame)
+            if label not in labels:
+                continue
+            kept = [frame_label(f) for f in stack if f[1] and not is_plumbing(f)]
+            counts.setdefault(label, Counter())[";".join(kept)] += n
+    return {label: [s for s, _ in c.most_common(per)] for label, c in counts.items()}
 
 
 def _process_json(c: Any, report: Any) -> dict[str, Any]:
@@ -438,10 +462,7 @@ def db_section(
         ]
         for p in plans:
             p["tree"] = _plan_tree(p.get("plan"))
-            p["tips"] = [
-                t.get("text", str(t)) if isinstance(t, dict) else str(t)
-                for t in p.get("tips") or []
-            ]
+            p["tips"] = plan_tips(p.get("tips"))
         section = {
             "window": final.get("window"),
             "top": (final.get("top") or {}).get("total_exec_ms", [])[:15],
@@ -483,6 +504,24 @@ def db_section(
     return section, findings, [], notes, samples
 
 
+def plan_tips(tips: Any) -> list[str]:
+    """Plan tips as sentences: "what — advice (saves ~N ms)"."""
+    out = []
+    for t in tips or []:
+        if not isinstance(t, Mapping):
+            out.append(str(t))
+            continue
+        text = str(t.get("message") or t.get("text") or t.get("kind") or "")
+        if t.get("node"):
+            text = f"{t['node']}: {text}"
+        if t.get("advice"):
+            text += f" — {t['advice']}"
+        if t.get("saving_ms"):
+            text += f" (could save ~{float(t['saving_ms']):.0f} ms)"
+        out.append(text)
+    return out
+
+
 def _plan_tree(plan: Any) -> str:
     """An indented text tree of a stored plan JSON."""
     if not isinstance(plan, Mapping):
@@ -495,10 +534,10 @@ def _plan_tree(plan: Any) -> str:
             return
         name = node.get("node_type") or node.get("Node Type") or "?"
         rel = node.get("relation") or node.get("Relation Name")
-        idx = node.get("index") or node.get("Index Name")
+        idx = node.get("index_name") or node.get("Index Name")
         rows = node.get("actual_rows", node.get("Actual Rows"))
         est = node.get("plan_rows", node.get("Plan Rows"))
-        ms = node.get("actual_total_ms", node.get("Actual Total Time"))
+        ms = node.get("inclusive_ms", node.get("Actual Total Time"))
         bits = [str(name)]
         if rel:
             bits.append(f"on {rel}")

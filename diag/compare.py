@@ -96,22 +96,26 @@ def _plan_shape(plan: dict[str, Any]) -> tuple[str, float | None]:
     root = plan.get("plan") or plan.get("Plan") or plan
     if isinstance(root, dict) and "Plan" in root:
         root = root["Plan"]
+    if isinstance(root, dict) and "root" in root:
+        root = root["root"]
     names: list[str] = []
 
     def walk(node: Any, depth: int) -> None:
         if not isinstance(node, dict) or depth > 50:
             return
-        name = str(node.get("Node Type", "?"))
-        if node.get("Relation Name"):
-            name += f" on {node['Relation Name']}"
-        if node.get("Index Name"):
-            name += f" using {node['Index Name']}"
+        name = str(node.get("node_type") or node.get("Node Type") or "?")
+        relation = node.get("relation") or node.get("Relation Name")
+        index = node.get("index_name") or node.get("Index Name")
+        if relation:
+            name += f" on {relation}"
+        if index:
+            name += f" using {index}"
         names.append(name)
-        for child in node.get("Plans") or []:
+        for child in node.get("children") or node.get("Plans") or []:
             walk(child, depth + 1)
 
     walk(root, 0)
-    cost = root.get("Total Cost") if isinstance(root, dict) else None
+    cost = (root.get("total_cost") or root.get("Total Cost")) if isinstance(root, dict) else None
     return " > ".join(names), (float(cost) if cost is not None else None)
 
 

@@ -500,7 +500,7 @@ class PostgresProbe(ProbeTask):
         ctx.notice(f"plan ready for queryid {queryid}")
 
     def _plan(self, queryid: int) -> dict[str, Any]:
-        from diag.analysis import _plan_tree
+        from diag.analysis import _plan_tree, plan_tips
         from diag.dbanalysis import plan_report
         from diag.plans import JsonlogPlans
         from probes import pgconn
@@ -516,9 +516,7 @@ class PostgresProbe(ProbeTask):
             report = plan_report(conn, queryid, texts[queryid].query, jsonlog=jsonlog)
         data = report.to_json()
         data["tree"] = _plan_tree(data.get("plan"))
-        data["tips"] = [
-            t.get("text", str(t)) if isinstance(t, dict) else str(t) for t in data.get("tips") or []
-        ]
+        data["tips"] = plan_tips(data.get("tips"))
         return data
 
 
