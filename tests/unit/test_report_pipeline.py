@@ -184,3 +184,29 @@ def test_renderers_agree_on_the_ranking() -> None:
     junit = ET.fromstring(render.render(report, "junit").split("?>", 1)[1])
     suite = junit.find("testsuite")
     assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
+
+
+def test_compare_finds_new_resolved_and_plan_changes() -> None:
+    from diag.compare import compare, render_comparison
+
+    def plan(node: str, index: str | None, cost: float) -> dict[str, object]:
+        return {"queryid": 7, "plan": {"source": "auto_explain", "root": {
+            "node_type": "Limit", "total_cost": cost, "children": [
+                {"node_type": node, "relation": "archon_tasks", "index_name": index,
+                 "total_cost": cost, "children": []}]}}}  # fmt: skip
+
+    base = _report(p95=900.0)
+    base = Report(**{**base.__dict__, "plans": [plan("Seq Scan", None, 16000.0)]})
+    fixed = [f for f in _report().findings if f.kind != "slow_query"]
+    new = Report(**{**_report(p95=300.0).__dict__, "findings": fixed,
+                    "plans": [plan("Index Scan", "idx_tasks_project", 12.5)]})  # fmt: skip
+    comp = compare(base, new)
+    assert [f.kind for f in comp.resolved] == ["slow_query"] and comp.new == []
+    p95 = next(f for f in comp.figures if f.name == "p95 ms")
+    assert p95.verdict == "better"
+    (change,) = comp.plans
+    assert change.base_shape == "Limit > Seq Scan on archon_tasks"
+    assert change.new_shape == "Limit > Index Scan on archon_tasks using idx_tasks_project"
+    text = render_comparison(comp, "term")
+    assert "resolved findings: 1" in text and "no regression" in text
+    assert compare(new, base).regressed
