@@ -10,6 +10,7 @@ per second to a pipe this process keeps reading. The records:
                        p99 (exact, from histogram differences), cumulative totals
     EndpointsSnapshot  every few seconds: per-endpoint rows (cumulative so far)
     StageSummary       when a shape stage ends: its measured window and the verdict
+    LoadControl        the answer to a control command (set_users / pause / resume / follow_plan)
     LoadResult         at the end: totals (Locust's own aggregate), per-endpoint rows from
                        Locust's ``--json-file`` (percentiles from its histograms), errors
 
@@ -20,6 +21,10 @@ Use from asyncio (a Session, the ``load`` command)::
     async for tick in run.ticks():    # or run.events() for every record type
         ...
     result = await run.wait()         # or await run.stop() to end early (SIGTERM)
+
+While it runs, ``await run.set_users(n)``, ``run.pause()``, ``run.resume()`` and
+``run.follow_plan()`` override the shape through a second pipe (the control channel);
+each returns Locust's acknowledgement (a ``LoadControl``) within milliseconds.
 
 Raw artefacts (Locust's log and its stats JSON) go in ``out_dir``.
 """
@@ -52,6 +57,8 @@ LOG_NAME = "locust.log"
 _PIPE_SIZE = 1 << 20
 _LINE_LIMIT = 8 << 20
 _HELLO_TIMEOUT_S = 60.0
+_CONTROL_TIMEOUT_S = 5.0
+MODES = ("plan", "manual", "paused")
 
 
 # -- records ---------------------------------------------------------------------------
@@ -85,6 +92,8 @@ class LoadTick:
     total_requests: int  # cumulative
     total_failures: int
     dropped: int  # lines the plugin dropped because the pipe was full
+    # who sets the users: "plan" (the shape), "manual" (set_users), "paused" (pause)
+    mode: str = "plan"
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "tick", **asdict(self)}
@@ -112,6 +121,7 @@ class LoadTick:
             total_requests=int(data["total_requests"]),
             total_failures=int(data["total_failures"]),
             dropped=int(data.get("dropped", 0)),
+            mode=str(data.get("mode") or "plan"),
         )
 
 
@@ -218,6 +228,7 @@ class StageSummary:
     partial: bool  # the run stopped before the stage's planned end
     verdict: str | None  # "ok" / "crossed" against the stress limits, None without limits
     reason: str | None
+    manual: bool = False  # paused or manual users during the stage: no verdict, not a step
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "stage", **asdict(self)}
@@ -226,6 +237,39 @@ class StageSummary:
     def from_json(cls, data: Mapping[str, Any]) -> StageSummary:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class LoadControl:
+    """Locust's answer to one control command (it applies it at the shape's next tick,
+    within about a second): the override now in force and the users it asks for."""
+
+    t: float
+    elapsed: float
+    seq: int
+    cmd: str  # "users" | "pause" | "resume" | "plan"
+    ok: bool
+    error: str | None
+    mode: str  # "plan" | "manual" | "paused" after the command
+    users: int | None  # the held user count (set_users), kept through a pause
+    target_users: int | None  # what the shape asks for now
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "control", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LoadControl:
+        return cls(
+            t=float(data["t"]),
+            elapsed=float(data["elapsed"]),
+            seq=int(data["seq"]),
+            cmd=str(data["cmd"]),
+            ok=bool(data["ok"]),
+            error=None if data.get("error") is None else str(data["error"]),
+            mode=str(data.get("mode") or "plan"),
+            users=None if data.get("users") is None else int(data["users"]),
+            target_users=None if data.get("target_users") is None else int(data["target_users"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -409,7 +453,7 @@ def read_locust_json(path: Path, span_s: float) -> tuple[tuple[EndpointRow, ...]
     return tuple(rows), total
 
 
-def parse_line(line: bytes | str) -> LoadRecord | dict[str, Any] | None:
+def parse_line(line: bytes | str) -> LoadRecord | LoadControl | dict[str, Any] | None:
     """A typed record, the raw dict for ``hello``/``final``, or None for garbage."""
     try:
         data = json.loads(line)
@@ -425,6 +469,8 @@ def parse_line(line: bytes | str) -> LoadRecord | dict[str, Any] | None:
             return EndpointsSnapshot.from_json(data)
         if kind == "stage":
             return StageSummary.from_json(data)
+        if kind == "control":
+            return LoadControl.from_json(data)
     except (KeyError, TypeError, ValueError):
         return None
     return data if kind in ("hello", "final") else None
@@ -480,7 +526,9 @@ def worker_command(spec: LoadSpec, master_host: str) -> list[str]:
     ]  # fmt: skip
 
 
-def build_command(spec: LoadSpec, fd: int, json_base: Path) -> list[str]:
+def build_command(
+    spec: LoadSpec, fd: int, json_base: Path, control_fd: int | None = None
+) -> list[str]:
     cmd = [
         spec.python, "-m", "locust", "--headless",
         "-f", ",".join(str(p) for p in spec.locustfiles()),
@@ -488,6 +536,7 @@ def build_command(spec: LoadSpec, fd: int, json_base: Path) -> list[str]:
         "--json-file", str(json_base),  # never together with --json (the file stays [])
         "--only-summary", "--exit-code-on-error", "0",
         "--diag-fd", str(fd),
+        *(["--diag-control-fd", str(control_fd)] if control_fd is not None else []),
         "--diag-endpoints-every", str(spec.endpoints_every_s),
         "--diag-prune-after", str(spec.prune_after_s),
     ]  # fmt: skip
@@ -522,6 +571,10 @@ class LocustRun:
         self.latest_endpoints: EndpointsSnapshot | None = None
         self.hello: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None
+        self.controls: list[LoadControl] = []  # every acknowledged command, in order
+        self._control_fd: int | None = None  # our end of the control pipe
+        self._control_seq = 0
+        self._acks: dict[int, asyncio.Future[LoadControl]] = {}
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._transport: asyncio.ReadTransport | None = None
@@ -543,8 +596,8 @@ class LocustRun:
     def latest(self) -> LoadTick | None:
         return self.timeline[-1] if self.timeline else None
 
-    def command(self, fd: int = 3) -> list[str]:
-        return build_command(self.spec, fd, self.json_base)
+    def command(self, fd: int = 3, control_fd: int | None = None) -> list[str]:
+        return build_command(self.spec, fd, self.json_base, control_fd)
 
     async def start(self) -> None:
         """Start Locust; return once its plugin says hello (raise if it never does)."""
@@ -566,6 +619,9 @@ class LocustRun:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env[ENV_VAR] = spec.plan.dumps()
         read_fd, write_fd = os.pipe()
+        # the control channel: Locust reads commands from ctl_read; we keep ctl_write
+        ctl_read, ctl_write = os.pipe()
+        os.set_blocking(ctl_write, False)
         with contextlib.suppress(OSError, AttributeError):
             import fcntl
 
@@ -573,20 +629,23 @@ class LocustRun:
         try:
             with open(self.log_path, "wb") as log:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.command(write_fd),
+                    *self.command(write_fd, ctl_read),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    pass_fds=(write_fd,),
+                    pass_fds=(write_fd, ctl_read),
                     env=env,
                     cwd=str(self.out_dir),
                     start_new_session=True,  # Ctrl-C reaches us; we stop Locust with SIGTERM
                 )
         except BaseException:
             os.close(read_fd)
+            os.close(ctl_write)
             raise
         finally:
             os.close(write_fd)
+            os.close(ctl_read)
+        self._control_fd = ctl_write
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_LINE_LIMIT)
         pipe = os.fdopen(read_fd, "rb", buffering=0)
@@ -634,6 +693,7 @@ class LocustRun:
             raise RuntimeError("LocustRun.wait() before start()")
         await self._proc.wait()
         await self._reader
+        self._close_control()
         self._result = await asyncio.to_thread(self._build_result)
         return self._result
 
@@ -643,6 +703,7 @@ class LocustRun:
             await self.stop(timeout=10.0)
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
+        self._close_control()
 
     async def __aenter__(self) -> LocustRun:
         await self.start()
@@ -658,6 +719,74 @@ class LocustRun:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # its own session: Locust and its workers
         await proc.wait()
+
+    # -- control ----------------------------------------------------------------------
+    async def set_users(self, users: int, timeout: float = _CONTROL_TIMEOUT_S) -> LoadControl:
+        """Hold ``users`` users (at the current stage's spawn rate) from now on, until
+        ``follow_plan()``; ends a pause. 0 is allowed (idle without pausing)."""
+        if isinstance(users, bool) or not isinstance(users, int) or users < 0:
+            raise UsageError(f"users must be a whole number >= 0, not {users!r}")
+        return await self._control({"cmd": "users", "users": users}, timeout)
+
+    async def pause(self, timeout: float = _CONTROL_TIMEOUT_S) -> LoadControl:
+        """Stop every user at once (0 users, no new requests) until ``resume()``."""
+        return await self._control({"cmd": "pause"}, timeout)
+
+    async def resume(self, timeout: float = _CONTROL_TIMEOUT_S) -> LoadControl:
+        """End a pause: back to the last ``set_users`` count, or else to the plan."""
+        return await self._control({"cmd": "resume"}, timeout)
+
+    async def follow_plan(self, timeout: float = _CONTROL_TIMEOUT_S) -> LoadControl:
+        """Drop every override: the shape's stages set the users again."""
+        return await self._control({"cmd": "plan"}, timeout)
+
+    def _check_controllable(self) -> None:
+        proc = self._proc
+        if proc is None:
+            raise UsageError("the load is not running yet: start it first")
+        if proc.returncode is not None or self._stopping or self.final is not None:
+            raise UsageError("the load is not running any more (it ended or was stopped)")
+        if self._control_fd is None or (self.hello is not None and not self.hello.get("control")):
+            raise UsageError("this load has no control channel (no archon-diag shape running)")
+
+    async def _control(self, command: dict[str, Any], timeout: float) -> LoadControl:
+        """Send one command; return Locust's answer (never blocks the loop for long)."""
+        self._check_controllable()
+        assert self._control_fd is not None
+        self._control_seq += 1
+        seq = self._control_seq
+        line = (json.dumps({**command, "seq": seq}, separators=(",", ":")) + "\n").encode()
+        ack: asyncio.Future[LoadControl] = asyncio.get_running_loop().create_future()
+        self._acks[seq] = ack
+        try:
+            try:
+                written = os.write(self._control_fd, line)  # tiny, non-blocking
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:  # EPIPE: Locust has gone
+                raise UsageError("the load is not running any more (it ended)") from exc
+            if written != len(line):
+                raise PrerequisiteError(
+                    f"locust is not reading its control commands (log: {self.log_path})"
+                )
+            try:
+                answer = await asyncio.wait_for(ack, timeout)
+            except asyncio.TimeoutError:
+                raise PrerequisiteError(
+                    f"locust did not answer {command['cmd']!r} within {timeout:g}s "
+                    f"(log: {self.log_path})"
+                ) from None
+        finally:
+            self._acks.pop(seq, None)
+        if not answer.ok:
+            raise UsageError(f"cannot {_CONTROL_VERBS.get(answer.cmd, answer.cmd)}: {answer.error}")
+        return answer
+
+    def _close_control(self) -> None:
+        if self._control_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._control_fd)
+            self._control_fd = None
 
     # -- the stream -------------------------------------------------------------------
     def events(self) -> AsyncIterator[LoadRecord]:
@@ -695,6 +824,12 @@ class LocustRun:
                 record = parse_line(line)
                 if record is None:
                     continue
+                if isinstance(record, LoadControl):
+                    self.controls.append(record)
+                    waiter = self._acks.get(record.seq)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(record)
+                    continue
                 if isinstance(record, dict):
                     if record.get("type") == "hello":
                         self.hello = record
@@ -713,6 +848,11 @@ class LocustRun:
         finally:
             for queue in self._subscribers:
                 queue.put_nowait(None)
+            for waiter in self._acks.values():
+                if not waiter.done():
+                    waiter.set_exception(
+                        UsageError("the load ended before locust answered the command")
+                    )
             if self._transport is not None:
                 self._transport.close()
 
@@ -793,6 +933,10 @@ class LocustRun:
             stats_json=str(json_path) if json_path.is_file() else None,
             log_path=str(self.log_path),
         )
+
+
+_CONTROL_VERBS = {"users": "set the users", "pause": "pause the load",
+                  "resume": "resume the load", "plan": "return to the plan"}  # fmt: skip
 
 
 def _meaningful_line(lines: list[str]) -> str | None:

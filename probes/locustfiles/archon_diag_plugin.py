@@ -11,7 +11,11 @@ What it does, on the local runner or the master (never on workers):
   (from the difference of the response-time histograms), cumulative requests/failures;
 - every ``--diag-endpoints-every`` seconds the per-endpoint rows (cumulative);
 - a ``stage`` line when a shape stage ends (its measured window, verdict against limits);
-- a ``final`` line at quit, after the runner (and every worker) has stopped.
+- a ``final`` line at quit, after the runner (and every worker) has stopped;
+- commands read from the fd given by ``--diag-control-fd`` (a second pipe, written by the
+  parent): ``{"cmd": "users", "users": N}`` holds N users, ``{"cmd": "pause"}`` runs 0
+  users, ``{"cmd": "resume"}`` ends a pause (back to the plan or the last ``users``),
+  ``{"cmd": "plan"}`` drops the override; each is answered with a ``control`` line.
 
 The fd is non-blocking: a line that does not fit is dropped (counted in ``dropped``), so a
 slow reader never stalls Locust. ``runner.stats.total`` is re-read on every tick (it is
@@ -36,10 +40,18 @@ import time
 from typing import Any
 
 import gevent
+from gevent.socket import wait_read
 from locust import LoadTestShape, events
 from locust import runners as locust_runners
 from locust.env import Environment
-from locust.runners import MasterRunner, Runner, WorkerRunner
+from locust.runners import (
+    STATE_CLEANUP,
+    STATE_STOPPED,
+    STATE_STOPPING,
+    MasterRunner,
+    Runner,
+    WorkerRunner,
+)
 from locust.stats import StatsEntry, calculate_response_time_percentile
 
 # Workers report every second (default 3 s) so the master's 1 Hz ticks see fresh numbers.
@@ -55,6 +67,10 @@ def _add_options(parser: Any) -> None:
     parser.add_argument(
         "--diag-fd", type=int, default=-1, include_in_web_ui=False,
         help="archon-diag: write live JSON lines to this inherited file descriptor",
+    )  # fmt: skip
+    parser.add_argument(
+        "--diag-control-fd", type=int, default=-1, include_in_web_ui=False,
+        help="archon-diag: read control commands (JSON lines) from this inherited fd",
     )  # fmt: skip
     parser.add_argument(
         "--diag-endpoints-every", type=float, default=5.0, include_in_web_ui=False,
@@ -163,6 +179,127 @@ class _Pipe:
             self.pending = self.pending[n:]
 
 
+class _Control:
+    """The diag side's override of the plan, read from ``--diag-control-fd``.
+
+    ``users N`` holds N users (at the current stage's spawn rate) until ``plan``; ``pause``
+    runs 0 users, stopped at once, until ``resume``, which goes back to the last ``users``
+    or else to the plan. The plan's clock keeps running underneath: stages still change on
+    time and the run still ends when the plan does. The shape applies the override on its
+    next tick (Locust asks the shape once a second). Every command gets a ``control`` line
+    back on the live pipe (``ok``, or the one-line ``error``).
+    """
+
+    def __init__(self) -> None:
+        self.users: int | None = None
+        self.paused = False
+        self.pause_rate = 1.0
+        self.fd = -1
+        self.greenlet: gevent.Greenlet | None = None
+
+    @property
+    def mode(self) -> str:
+        return "paused" if self.paused else ("manual" if self.users is not None else "plan")
+
+    @property
+    def active(self) -> bool:
+        return self.paused or self.users is not None
+
+    def target(self, plan_users: int | None) -> int | None:
+        if self.paused:
+            return 0
+        return self.users if self.users is not None else plan_users
+
+    def start(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self.greenlet = gevent.spawn(self._loop)
+
+    def _loop(self) -> None:
+        buffer = b""
+        while _LIVE is None or not _LIVE.finished:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except BlockingIOError:
+                wait_read(self.fd)
+                continue
+            except OSError:
+                return
+            if not chunk:  # the parent closed its end: no more commands
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    self.handle(line)
+
+    def handle(self, line: bytes) -> None:
+        try:
+            command = json.loads(line)
+        except ValueError:
+            command = None
+        if not isinstance(command, dict):
+            command = {"cmd": None}
+        error = self.apply(command)
+        live = _LIVE
+        if live is None:
+            return
+        now = time.time()
+        live.emit(
+            {
+                "type": "control",
+                "t": round(now, 3),
+                "elapsed": round(now - live.t0, 3),
+                "seq": command.get("seq"),
+                "cmd": command.get("cmd"),
+                "ok": error is None,
+                "error": error,
+                "mode": self.mode,
+                "users": self.users,
+                "target_users": self.target(live.stage["users"] if live.stage else None),
+            }
+        )
+
+    def apply(self, command: dict[str, Any]) -> str | None:
+        """Change the override; the reason it cannot, as one line, or None."""
+        cmd = command.get("cmd")
+        live = _LIVE
+        if live is None:
+            return "the plugin is not running the load here"
+        if _SHAPE_CLASS is None or not isinstance(live.env.shape_class, _SHAPE_CLASS):
+            return "no archon-diag load shape is in charge (the locustfile brings its own?)"
+        if live.finished or live.stop_reason is not None:
+            return f"the load is ending ({live.stop_reason or 'finished'})"
+        if live.runner.state in (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP):
+            return f"the load is {live.runner.state}"
+        if cmd == "users":
+            users = command.get("users")
+            if isinstance(users, bool) or not isinstance(users, int) or users < 0:
+                return f"users must be a whole number >= 0, not {users!r}"
+            self.users, self.paused = users, False
+        elif cmd == "pause":
+            if not self.paused:  # stop every user in one step, whatever the spawn rate
+                rate = float(live.stage["spawn_rate"]) if live.stage else 1.0
+                self.pause_rate = max(rate, float(live.runner.user_count), 1.0)
+                self.paused = True
+        elif cmd == "resume":
+            self.paused = False
+        elif cmd == "plan":
+            self.users, self.paused = None, False
+        else:
+            return f"unknown command {cmd!r} (users, pause, resume, plan)"
+        if self.active and live.stage is not None:
+            live.stage["manual"] = True  # its window no longer measures the planned users
+        return None
+
+    def stop(self) -> None:
+        if self.greenlet is not None and gevent.getcurrent() is not self.greenlet:
+            self.greenlet.kill(block=False)
+
+
+_CONTROL = _Control()
+
+
 class _Live:
     """The 1 Hz ticker and the stage bookkeeping for one local runner or master."""
 
@@ -228,7 +365,8 @@ class _Live:
                 "elapsed": round(now - self.t0, 3),
                 "state": self.runner.state,
                 "users": self.runner.user_count,
-                "target_users": self.stage["users"] if self.stage else None,
+                "target_users": _CONTROL.target(self.stage["users"] if self.stage else None),
+                "mode": _CONTROL.mode,
                 "stage": self.stage["name"] if self.stage else None,
                 "stage_index": self.stage["index"] if self.stage else None,
                 "workers": (
@@ -304,7 +442,7 @@ class _Live:
         now = time.time()
         summary = self.close_stage(now, partial=False)
         if index is not None and stage is not None:
-            self.stage = {"index": index, **stage, "start": now}
+            self.stage = {"index": index, **stage, "start": now, "manual": _CONTROL.active}
             self.stage_base = _Snap(self._total(), now)
             self.stage_settle_at = now + settle_s
             self.stage_settled = settle_s <= 0
@@ -339,7 +477,8 @@ class _Live:
             "users": self.runner.user_count,
             "partial": partial,
             "verdict": None,
-            "reason": None,
+            "reason": "manual control during the stage" if self.stage.get("manual") else None,
+            "manual": bool(self.stage.get("manual")),
         }
         self.stage = None
         return summary
@@ -354,6 +493,7 @@ class _Live:
         if stage is not None:
             self.emit(stage)
         self.finished = True
+        _CONTROL.stop()
         total = self._total()
         errors = [
             {
@@ -387,13 +527,17 @@ _LIVE: _Live | None = None
 def _on_init(environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
     global _LIVE
     fd = int(getattr(environment.parsed_options, "diag_fd", -1) or -1)
+    control_fd = int(getattr(environment.parsed_options, "diag_control_fd", -1) or -1)
     if runner is None or isinstance(runner, WorkerRunner):
-        # a forked --processes worker inherited the pipe: only the master writes to it
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        # a forked --processes worker inherited the pipes: only the master uses them
+        for inherited in (fd, control_fd):
+            if inherited >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(inherited)
         return
     _LIVE = _Live(environment, runner, fd)
+    if control_fd >= 0:
+        _CONTROL.start(control_fd)
     # Headless with a shape, Locust joins the shape greenlet *before* it installs its own
     # SIGTERM handler, so until then SIGTERM would kill it without final stats. Make
     # SIGTERM act like Ctrl-C (which Locust handles cleanly) until its handler replaces ours.
@@ -408,6 +552,7 @@ def _on_init(environment: Environment, runner: Runner | None = None, **_kw: Any)
             "locust_version": locust.__version__,
             "role": "master" if isinstance(runner, MasterRunner) else "local",
             "shape": bool(os.environ.get(SHAPE_ENV)),
+            "control": control_fd >= 0 and _SHAPE_CLASS is not None,
         }
     )
 
@@ -446,13 +591,16 @@ events.test_start.add_listener(_on_test_start)  # type: ignore[no-untyped-call]
 events.quit.add_listener(_on_quit)  # type: ignore[no-untyped-call]
 
 
+_SHAPE_CLASS: type[LoadTestShape] | None = None
+
 if os.environ.get(SHAPE_ENV):
     _PLAN: dict[str, Any] = json.loads(os.environ[SHAPE_ENV])
 
     class ArchonDiagShape(LoadTestShape):
         """Follows the stages of archon-diag's plan; with limits, stops at the first
         stage whose measured window crosses them (the stress test's knee is the stage
-        before)."""
+        before). The diag side's override (``_CONTROL``: pause, a held user count) wins
+        over the stage's users; a stage run under an override gets no verdict."""
 
         def __init__(self) -> None:
             super().__init__()  # type: ignore[no-untyped-call]
@@ -472,7 +620,7 @@ if os.environ.get(SHAPE_ENV):
                 )
                 if summary is not None:
                     limits = _PLAN.get("limits")
-                    if limits:
+                    if limits and not summary["manual"]:
                         reason = _crossed(summary, limits)
                         summary["verdict"] = "crossed" if reason else "ok"
                         summary["reason"] = reason
@@ -486,7 +634,14 @@ if os.environ.get(SHAPE_ENV):
                 if _LIVE is not None and _LIVE.stop_reason is None:
                     _LIVE.stop_reason = "shape completed"
                 return None
-            return int(stages[index]["users"]), float(stages[index]["spawn_rate"])
+            rate = float(stages[index]["spawn_rate"])
+            if _CONTROL.paused:
+                return 0, max(rate, _CONTROL.pause_rate)
+            if _CONTROL.users is not None:
+                return _CONTROL.users, rate
+            return int(stages[index]["users"]), rate
+
+    _SHAPE_CLASS = ArchonDiagShape
 
     def _crossed(summary: dict[str, Any], limits: dict[str, Any]) -> str | None:
         # the same rule as probes.loadshapes.Limits.crossed_by (kept in step by a test)
