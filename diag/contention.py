@@ -3,8 +3,15 @@
 - ``event_loop_findings``: wall-clock stacks of the event-loop thread caught inside a
   *synchronous* database/HTTP client call or a sleep: every request on that process
   waits meanwhile. Score = the share (%) of the loop thread's wall time spent blocked.
-- ``pool_findings``: from active-session history, an application whose database sessions
-  are all busy at once most of the time: requests queue for a pooled connection.
+- ``pool_findings``: from active-session history, an application whose pooled database
+  sessions (the ones that live through the whole window) are all *in use* at once most of
+  the time while more requests are in flight than it has connections: requests queue for
+  a connection. "In use" counts a session that is running a statement or in a
+  transaction, and also one idle for less than ``HELD_IDLE_S``: an application holding a
+  connection between the statements of one request (processing rows, awaiting its event
+  loop) shows as ``idle``/``ClientRead`` on the server side, so the database's own
+  ``active`` count hides a starved pool of a chatty client. Spare pooled connections sit
+  idle for much longer (seconds).
 - ``attach_endpoints``: which endpoints' latency a finding explains, by correlating its
   per-interval activity with each endpoint's per-interval mean latency.
 - ``attach_callsites``: which Python call site issued a statement (pg_stat_activity's
@@ -24,13 +31,16 @@ from diag.hotspots import classify_stack, fold_stack, frame_info, frame_label
 from probes.targets import Target
 
 _LOOP = ("_run_once", "base_events.py")
+HELD_IDLE_S = 0.1  # idle for less than this: still held by the app (or handed straight on)
 _SYNC_DB = ("psycopg/cursor.py", "psycopg/connection.py", "psycopg2/", "pg8000/", "sqlite3")
 _SYNC_HTTP = ("requests/", "urllib3/", "http/client.py")
 _BUSY_STATES = ("active", "idle in transaction", "idle in transaction (aborted)")
 
 
 def _on_loop(stack: Sequence[tuple[str, str, int]]) -> bool:
-    return any(f[0] == _LOOP[0] and f[1].endswith(_LOOP[1]) for f in stack)
+    """The asyncio event-loop thread: py-spy names the method ``BaseEventLoop._run_once``
+    (qualified, 3.11+) or ``_run_once`` (older Pythons)."""
+    return any(f[0].rsplit(".", 1)[-1] == _LOOP[0] and f[1].endswith(_LOOP[1]) for f in stack)
 
 
 def _blocking(stack: Sequence[tuple[str, str, int]]) -> bool:
@@ -48,8 +58,12 @@ def _blocking(stack: Sequence[tuple[str, str, int]]) -> bool:
     return False
 
 
-def event_loop_findings(windows: Iterable[Any], min_share: float = 0.01) -> list[Finding]:
-    """From ``--idle`` (wall) py-spy windows: time the event loop spent blocked."""
+def event_loop_findings(windows: Iterable[Any], min_share: float = 0.005) -> list[Finding]:
+    """From ``--idle`` (wall) py-spy windows: time the event loop spent blocked.
+
+    ``min_share`` is low on purpose: every blocked call stalls *every* request in flight
+    on that loop for its whole duration, so even 0.5 % of the loop's wall time (5 ms a
+    second) shows in tail latency; the score stays the blocked share."""
     loop: Counter[str] = Counter()
     blocked: Counter[str] = Counter()
     blame: dict[str, Counter[str]] = defaultdict(Counter)
@@ -103,58 +117,99 @@ def _owner(session: Any, ports: Mapping[int, str]) -> str:
     return session.application_name or (session.client_addr or "local")
 
 
+def _in_use(session: Any, held_idle_s: float) -> bool:
+    if session.state in _BUSY_STATES:
+        return True
+    age = session.state_age_s
+    return session.state == "idle" and age is not None and age < held_idle_s
+
+
+def requests_in_flight(load: Mapping[str, Any] | None) -> float | None:
+    """Little's law over the load's totals: throughput x mean latency (None: no load)."""
+    totals = (load or {}).get("totals") or {}
+    rps, avg_ms = totals.get("rps"), totals.get("avg_ms")
+    if not rps or not avg_ms:
+        return None
+    return float(rps) * float(avg_ms) / 1000.0
+
+
 def pool_findings(
     samples: Sequence[Any],
     targets: Sequence[Target],
     load: Mapping[str, Any] | None,
     min_saturated: float = 0.3,
+    held_idle_s: float = HELD_IDLE_S,
+    min_overload: float = 1.5,
 ) -> list[Finding]:
-    """Applications whose database sessions were all busy at once in most samples."""
+    """Applications whose pooled sessions were all in use at once in most samples.
+
+    Pooled sessions: an application's backends present in >= 80 % of the samples (a
+    connection opened per request is not part of the pool). When the load is known, the
+    requests in flight (Little's law) must exceed ``min_overload`` x the pool size: with
+    no more requests than connections nothing can queue for one.
+    """
     if len(samples) < 20:
         return []
-    per_app: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    seen: dict[str, Counter[int]] = defaultdict(Counter)
     for sample in samples:
-        counts: Counter[str] = Counter()
-        busy: Counter[str] = Counter()
         for s in sample.sessions:
             app = s.application_name or ""
             if app.startswith("archon-diag") or s.state is None:
                 continue
-            owner = app or (s.client_addr or "local")
-            counts[owner] += 1
-            if s.state in _BUSY_STATES:
-                busy[owner] += 1
-        for owner, n in counts.items():
-            per_app[owner].append((n, busy[owner]))
+            seen[app or (s.client_addr or "local")][s.pid] += 1
+    in_flight = requests_in_flight(load)
     out = []
-    for owner, rows in per_app.items():
-        sizes = Counter(n for n, _ in rows)
-        size, seen = sizes.most_common(1)[0]
-        if size < 1 or seen < 0.8 * len(rows) or max(sizes) > size + 1:
-            continue  # not a fixed-size pool
-        saturated = sum(1 for n, b in rows if b >= n) / len(rows)
-        if saturated < min_saturated:
+    for owner, pids in seen.items():
+        pool = {pid for pid, n in pids.items() if n >= 0.8 * len(samples)}
+        if not pool:
             continue
+        size = len(pool)
+        if in_flight is not None and in_flight < min_overload * size:
+            continue
+        saturated = 0
+        queries: Counter[int] = Counter()
+        for sample in samples:
+            rows = [s for s in sample.sessions if s.pid in pool]
+            if len(rows) == size and all(_in_use(s, held_idle_s) for s in rows):
+                saturated += 1
+                queries.update(s.query_id for s in rows if s.query_id is not None)
+        share = saturated / len(samples)
+        if share < min_saturated:
+            continue
+        waiting = 1.0 if in_flight is None else max(0.0, 1 - size / in_flight)
+        score = 100 * share * waiting * 0.5
         p95 = ((load or {}).get("totals") or {}).get("p95_ms")
+        flight = (
+            f"{in_flight:.1f} requests were in flight on average (Little's law over the load) "
+            f"for {size} connections, so about {waiting:.0%} of the request time in those "
+            "moments was spent waiting for one"
+            if in_flight is not None
+            else "further requests queued for one"
+        )
         out.append(
             Finding(
                 kind="pool_starvation",
-                title=f"{owner}: all {size} pooled connections busy {saturated:.0%} of the time",
-                score=round(100 * saturated * 0.5, 2),
+                title=f"{owner}: all {size} pooled connections in use {share:.0%} of the time",
+                score=round(score, 2),
                 score_explanation=(
-                    f"in {saturated:.0%} of activity samples every one of {owner}'s {size} "
-                    "connections was busy, so further requests queued for one; half that "
-                    "time is assumed recoverable"
+                    f"in {share:.0%} of activity samples every one of {owner}'s {size} pooled "
+                    f"connections was in use (running, in a transaction, or idle under "
+                    f"{held_idle_s * 1000:.0f} ms between statements); {flight}; half of "
+                    "that wait is assumed recoverable"
                 ),
                 recommendation=(
                     "size the pool for the concurrency (max_size ≈ concurrent requests that "
-                    "need the database), shorten what holds a connection, or add a pooler"
+                    "need the database), hold a connection only around the statements (not "
+                    "while computing or calling out), or add a pooler"
                 ),
                 location=Location(process=owner),
                 evidence={
                     "pool_size": size,
-                    "saturated_share": round(saturated, 3),
-                    "samples": len(rows),
+                    "saturated_share": round(share, 3),
+                    "samples": len(samples),
+                    "requests_in_flight": round(in_flight, 2) if in_flight is not None else None,
+                    "held_idle_s": held_idle_s,
+                    "busy_statements": [q for q, _ in queries.most_common(5)],
                     "load_p95_ms": p95,
                 },
                 source="postgres",

@@ -3,13 +3,23 @@
 Runs INSIDE the Locust subprocess only (archon-diag passes it by path); nothing in
 ``diag`` or the rest of ``probes`` imports it.
 
-Each user is one open browser tab. It polls on the UI's own schedule:
-``GET /api/projects`` and ``/api/projects/{id}/tasks`` every 2 s,
-``/api/knowledge-items/summary`` every 5 s, ``/api/projects/task-counts`` every 10 s,
-``/api/health`` every 30 s, and ``/api/progress/{id}`` every 1 s while an operation it
-started is running. Between polls it acts now and then: creates and edits tasks, filters
-the task list, pages the knowledge base, asks RAG questions, chats with the agent and
-starts agent runs on the agents service (``--agents-host``; empty to skip).
+Each user is one open browser tab, on one of the UI's pages (Locust splits the users by
+the classes' ``weight``: with 10 users, 4 project boards, 3 knowledge-base pages, 3 agent
+chats). A tab polls only what its page shows, on the UI's own schedule, and sends
+``If-None-Match`` with the ETag it last saw on the polled routes that have one (as the
+UI's query client does), so a server with cheap ETags answers 304:
+
+- **project board** (``ProjectBoardTab``): ``GET /api/projects`` and
+  ``/api/projects/{id}/tasks`` every 2 s, ``/api/projects/task-counts`` every 10 s,
+  ``/api/health`` every 30 s, ``/api/progress/{id}`` every 1 s while an operation it
+  started runs. It works on one of the projects listed first (the newest, where the
+  work is) most of the time: edits and creates its tasks, filters the task list, and
+  starts agent runs on that project (on ``--agents-host``; empty to skip) — and keeps
+  editing the board while the agent works, as people do.
+- **knowledge base** (``KnowledgeTab``): ``/api/knowledge-items/summary`` every 5 s,
+  pages ``/api/knowledge-items`` and asks RAG questions (``POST /api/rag/query``).
+- **agent chat** (``ChatTab``): one long-lived chat session, a message about every
+  second (a conversation compressed in time), a new session every 100 messages.
 
 IDs come from the responses (``{"projects": [{"id"...}]}``, ``{"tasks": [...]}``,
 ``{"session_id"...}``; other shapes are tolerated). Every dynamic URL has a fixed
@@ -21,30 +31,17 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from locust import FastHttpUser, events
 
-# poll name -> seconds between polls (the Archon UI's intervals)
-POLLS = {
-    "projects": 2.0,
-    "project_tasks": 2.0,
-    "knowledge_summary": 5.0,
-    "task_counts": 10.0,
-    "health": 30.0,
-}
 PROGRESS_EVERY_S = 1.0
 OPERATION_S = 8.0  # how long the UI follows an operation's progress
-# action -> mean seconds between occurrences per user
-ACTIONS = {
-    "list_tasks": 6.0,
-    "update_task": 10.0,
-    "knowledge_items": 10.0,
-    "rag_query": 15.0,
-    "create_task": 20.0,
-    "chat": 20.0,
-    "agent_run": 60.0,
-}
+FOCUS_TOP = 5  # the projects listed first (the newest) ...
+FOCUS_SHARE = 0.8  # ... are where a board tab works this often
+EDIT_AFTER_RUN_S = (0.5, 3.0)  # a task edit follows an agent run this soon
+CHAT_THINK_S = (0.3, 1.2)
+CHAT_SESSION_MESSAGES = 100
 STATUSES = ("todo", "doing", "review", "done")
 QUESTIONS = (
     "how do I configure the crawler depth",
@@ -95,20 +92,26 @@ def _id(payload: Any, *keys: str) -> str | None:
     return None
 
 
-class ArchonUIUser(FastHttpUser):
-    """One Archon UI tab: the polling mix plus occasional edits, questions and chats."""
+class _Tab(FastHttpUser):
+    """One tab: polls due on their schedule, actions at random (exponential) intervals."""
+
+    abstract = True
+    # poll name -> seconds between polls (the Archon UI's intervals)
+    POLLS: ClassVar[dict[str, float]] = {}
+    # action -> mean seconds between occurrences per user
+    ACTIONS: ClassVar[dict[str, float]] = {}
 
     def on_start(self) -> None:
         now = time.monotonic()
         # a random phase so users do not poll in lockstep
-        self.due = {name: now + random.uniform(0, every) for name, every in POLLS.items()}
+        self.due = {name: now + random.uniform(0, every) for name, every in self.POLLS.items()}
         self.next_action = {
-            name: now + random.expovariate(1 / mean) for name, mean in ACTIONS.items()
+            name: now + random.expovariate(1 / mean) for name, mean in self.ACTIONS.items()
         }
+        self.etags: dict[str, str] = {}
         self.project_ids: list[str] = []
         self.project_id: str | None = None
         self.task_ids: list[str] = []
-        self.chat_session: str | None = None
         self.operation: tuple[str, float] | None = None  # (progress id, until)
         self.next_progress = now
         opts = self.environment.parsed_options
@@ -119,7 +122,7 @@ class ArchonUIUser(FastHttpUser):
         upcoming = [*self.due.values(), *self.next_action.values()]
         if self.operation is not None:
             upcoming.append(self.next_progress)
-        return max(0.05, min(upcoming) - now)
+        return max(0.05, min(upcoming, default=now + 1.0) - now)
 
     # -- the loop: whatever is due ------------------------------------------------------
     def _is_due(self, table: dict[str, float], name: str, every: float, now: float) -> bool:
@@ -130,50 +133,36 @@ class ArchonUIUser(FastHttpUser):
 
     def run_due(self) -> None:
         now = time.monotonic()
-        for name, every in POLLS.items():
+        for name, every in self.POLLS.items():
             if self._is_due(self.due, name, every, now):
                 getattr(self, f"poll_{name}")()
         if self.operation is not None and self.next_progress <= now:
             self.next_progress = now + PROGRESS_EVERY_S
             self.poll_progress()
-        for name, mean in ACTIONS.items():
+        for name, mean in self.ACTIONS.items():
             if self.next_action[name] <= now:
                 self.next_action[name] = now + random.expovariate(1 / mean)
                 getattr(self, name)()
 
     tasks = [run_due]  # noqa: RUF012  (Locust reads the class attribute)
 
-    # -- polls --------------------------------------------------------------------------
-    def poll_projects(self) -> None:
-        with self.client.get("/api/projects", name="/api/projects", catch_response=True) as r:
-            if r.status_code == 200:
-                ids = [str(p["id"]) for p in _items(_json(r), "projects") if "id" in p]
-                if ids:
-                    self.project_ids = ids
-                    if self.project_id not in ids:
-                        self.project_id = random.choice(ids)
+    # -- conditional GETs ---------------------------------------------------------------
+    def _get_conditional(self, url: str, name: str) -> Any:
+        """GET with the last ETag seen for ``url``; the JSON on 200, None on 304/errors."""
+        headers = {"If-None-Match": self.etags[url]} if url in self.etags else None
+        with self.client.get(url, name=name, headers=headers, catch_response=True) as r:
+            if r.status_code == 304:
                 r.success()
-
-    def poll_project_tasks(self) -> None:
-        if not self.project_id:
-            return
-        url = f"/api/projects/{self.project_id}/tasks"
-        with self.client.get(url, name="/api/projects/{id}/tasks", catch_response=True) as r:
+                return None
             if r.status_code == 200:
-                ids = [str(t["id"]) for t in _items(_json(r), "tasks") if "id" in t]
-                if ids:
-                    self.task_ids = (ids + self.task_ids)[:50]
+                etag = r.headers.get("ETag") if r.headers else None
+                if etag:
+                    self.etags[url] = etag
                 r.success()
+                return _json(r)
+        return None
 
-    def poll_knowledge_summary(self) -> None:
-        self.client.get(
-            "/api/knowledge-items/summary?page=1&per_page=20",
-            name="/api/knowledge-items/summary",
-        )
-
-    def poll_task_counts(self) -> None:
-        self.client.get("/api/projects/task-counts", name="/api/projects/task-counts")
-
+    # -- shared polls -------------------------------------------------------------------
     def poll_health(self) -> None:
         self.client.get("/api/health", name="/api/health")
 
@@ -190,7 +179,50 @@ class ArchonUIUser(FastHttpUser):
         if time.monotonic() >= until:
             self.operation = None
 
-    # -- actions ------------------------------------------------------------------------
+
+class ProjectBoardTab(_Tab):
+    """The projects page: the board of one project, edited while agents work on it."""
+
+    weight = 4
+    POLLS: ClassVar[dict[str, float]] = {
+        "projects": 2.0,
+        "project_tasks": 2.0,
+        "task_counts": 10.0,
+        "health": 30.0,
+    }
+    ACTIONS: ClassVar[dict[str, float]] = {
+        "update_task": 8.0,
+        "list_tasks": 8.0,
+        "create_task": 20.0,
+        "agent_run": 20.0,
+    }
+
+    def _choose_project(self, ids: list[str]) -> str:
+        if random.random() < FOCUS_SHARE:
+            return random.choice(ids[:FOCUS_TOP])
+        return random.choice(ids)
+
+    def poll_projects(self) -> None:
+        payload = self._get_conditional("/api/projects", "/api/projects")
+        ids = [str(p["id"]) for p in _items(payload, "projects") if "id" in p]
+        if ids:
+            self.project_ids = ids
+            if self.project_id not in ids:
+                self.project_id = self._choose_project(ids)
+                self.task_ids = []
+
+    def poll_project_tasks(self) -> None:
+        if not self.project_id:
+            return
+        url = f"/api/projects/{self.project_id}/tasks"
+        payload = self._get_conditional(url, "/api/projects/{id}/tasks")
+        ids = [str(t["id"]) for t in _items(payload, "tasks") if "id" in t]
+        if ids:
+            self.task_ids = ids[:50]
+
+    def poll_task_counts(self) -> None:
+        self.client.get("/api/projects/task-counts", name="/api/projects/task-counts")
+
     def list_tasks(self) -> None:
         params = [f"status={random.choice(STATUSES)}", f"page={random.randint(1, 3)}",
                   f"per_page={random.choice((20, 50))}"]  # fmt: skip
@@ -228,6 +260,37 @@ class ArchonUIUser(FastHttpUser):
             name="/api/tasks/{id}",
         )
 
+    def agent_run(self) -> None:
+        if not self.agents_host or not self.project_id:
+            return
+        body = {"agent": "rag", "prompt": random.choice(QUESTIONS), "project_id": self.project_id}
+        with self.client.post(
+            f"{self.agents_host}/agents/run", json=body, name="/agents/run", catch_response=True
+        ) as r:
+            if r.status_code in (200, 201, 202):
+                job = _id(_json(r), "job_id", "progress_id", "progressId", "id", "job")
+                now = time.monotonic()
+                if job:  # follow it like the UI does: /api/progress/{id} every second
+                    self.operation = (job, now + OPERATION_S)
+                    self.next_progress = now
+                # and go on editing the board while the agent works on the project
+                self.next_action["update_task"] = now + random.uniform(*EDIT_AFTER_RUN_S)
+                r.success()
+
+
+class KnowledgeTab(_Tab):
+    """The knowledge base page: its summary polled, pages browsed, RAG questions asked."""
+
+    weight = 3
+    POLLS: ClassVar[dict[str, float]] = {"knowledge_summary": 5.0, "health": 30.0}
+    ACTIONS: ClassVar[dict[str, float]] = {"knowledge_items": 6.0, "rag_query": 6.0}
+
+    def poll_knowledge_summary(self) -> None:
+        self.client.get(
+            "/api/knowledge-items/summary?page=1&per_page=20",
+            name="/api/knowledge-items/summary",
+        )
+
     def knowledge_items(self) -> None:
         page = random.randint(1, 5)
         self.client.get(
@@ -238,17 +301,35 @@ class ArchonUIUser(FastHttpUser):
         body = {"query": random.choice(QUESTIONS), "match_count": 5}
         self.client.post("/api/rag/query", json=body, name="/api/rag/query")
 
+
+class ChatTab(FastHttpUser):
+    """The agent chat: one long-lived session, a message about every second."""
+
+    weight = 3
+
+    def wait_time(self) -> float:
+        return random.uniform(*CHAT_THINK_S)
+
+    def on_start(self) -> None:
+        self.chat_session: str | None = None
+        self.sent = 0
+        self.project_id: str | None = None
+
+    def _open_session(self) -> None:
+        with self.client.post(
+            "/api/agent-chat/sessions",
+            json={"agent_type": "rag", "project_id": self.project_id},
+            name="/api/agent-chat/sessions",
+            catch_response=True,
+        ) as r:
+            if r.status_code in (200, 201):
+                self.chat_session = _id(_json(r), "session_id", "session", "id")
+                self.sent = 0
+                r.success()
+
     def chat(self) -> None:
-        if self.chat_session is None:
-            with self.client.post(
-                "/api/agent-chat/sessions",
-                json={"agent_type": "rag", "project_id": self.project_id},
-                name="/api/agent-chat/sessions",
-                catch_response=True,
-            ) as r:
-                if r.status_code in (200, 201):
-                    self.chat_session = _id(_json(r), "session_id", "session", "id")
-                    r.success()
+        if self.chat_session is None or self.sent >= CHAT_SESSION_MESSAGES:
+            self._open_session()
             if self.chat_session is None:
                 return
         self.client.post(
@@ -256,17 +337,6 @@ class ArchonUIUser(FastHttpUser):
             json={"message": random.choice(QUESTIONS)},
             name="/api/agent-chat/sessions/{id}/messages",
         )
+        self.sent += 1
 
-    def agent_run(self) -> None:
-        if not self.agents_host:
-            return
-        body = {"agent": "rag", "prompt": random.choice(QUESTIONS), "project_id": self.project_id}
-        with self.client.post(
-            f"{self.agents_host}/agents/run", json=body, name="/agents/run", catch_response=True
-        ) as r:
-            if r.status_code in (200, 201, 202):
-                job = _id(_json(r), "job_id", "progress_id", "progressId", "id", "job")
-                if job:  # follow it like the UI does: /api/progress/{id} every second
-                    self.operation = (job, time.monotonic() + OPERATION_S)
-                    self.next_progress = time.monotonic()
-                r.success()
+    tasks = [chat]  # noqa: RUF012  (Locust reads the class attribute)
