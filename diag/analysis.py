@@ -164,14 +164,20 @@ def load_section(bundle: Bundle, t0: float) -> tuple[dict[str, Any] | None, list
         else:
             requests = ticks[-1].total_requests if ticks else 0
             failures = ticks[-1].total_failures if ticks else 0
+            recent = [t for t in ticks if t.p95_ms is not None][-10:]
             return {
                 **extra,
                 "totals": {
                     "requests": requests,
                     "failures": failures,
                     "error_rate": failures / requests if requests else 0.0,
+                    "rps": ticks[-1].total_requests / ticks[-1].elapsed
+                    if ticks and ticks[-1].elapsed
+                    else 0.0,
+                    # the last ten seconds' worst p95 while the run is still going
+                    "p95_ms": max((t.p95_ms or 0.0) for t in recent) if recent else None,
                 },
-                "endpoints": [],
+                "endpoints": [_row_json(r) for r in sorted(rows, key=lambda r: -r.requests)],
                 "timeline": timeline,
             }, []
     totals = {

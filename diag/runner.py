@@ -9,11 +9,12 @@ reports from what was collected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -171,11 +172,12 @@ def run_session(
     try:
         if tui:
             session = Session(prep.config, bundle, prep.targets, probes)
-            live = LiveSession(session).start()
             from tui.app import run_app
 
-            run_app(live, title=f"archon-diag {command}")
-            live.close()
+            with _stderr_to(bundle.path / "stderr.log"):
+                live = LiveSession(session).start()
+                run_app(live, title=f"archon-diag {command}")
+                live.close()
             path = bundle.path
         else:
             session = Session(prep.config, bundle, prep.targets, probes, Progress())
@@ -190,6 +192,27 @@ def run_session(
         for item in prep.launched:
             item.stop()
     return finish(path, prep.config, print_report=True)
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path) -> Iterator[None]:
+    """While the TUI owns the terminal, whatever writes to file descriptor 2 directly (C
+    libraries such as memray's reader, child processes) goes to ``log``; the TUI itself
+    (Textual draws on ``sys.__stderr__``) keeps a private handle on the terminal."""
+    saved_fd = os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = (sys.stderr, sys.__stderr__)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stderr = sys.__stderr__ = terminal  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        sys.stderr, sys.__stderr__ = saved  # type: ignore[misc]
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        terminal.close()
 
 
 def describe_dsn(dsn: str | None) -> str:

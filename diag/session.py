@@ -282,8 +282,13 @@ class LiveSession:
     def _analyse_loop(self) -> None:
         from diag.analysis import live_view
 
-        while not self._done.wait(self.analyse_every_s):
+        # the analysis thread's own CPU stays under ~10 % of a core: wait at least ten
+        # times as long as the last refresh cost (re-analysis grows with the run)
+        interval = self.analyse_every_s
+        while not self._done.wait(interval):
+            started = time.thread_time()
             self._refresh(live_view)
+            interval = max(self.analyse_every_s, 10 * (time.thread_time() - started))
         self._refresh(live_view)
 
     def _refresh(self, live_view: Callable[..., LiveSnapshot]) -> None:

@@ -211,6 +211,8 @@ class PySpyProbe(ProbeTask):
                 async with ctx.ptrace_lock(target.pid):
                     windows = await asyncio.gather(*(record_window(r, stop) for r in recorders))
                 n += 1
+                if stop.is_set():  # cut short by the end of the run: keep what is usable
+                    windows = [w for w in windows if not w.error]
                 for w in windows:
                     ctx.bundle.emit("pyspy", w)
                 errors = [w.error for w in windows if w.error]
