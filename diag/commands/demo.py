@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     running = stack.status(args.dir)
     if running is not None and set(running.faults) != set(parse_faults(args.faults)):
         stack.down(args.dir)
+        running = None
+    # a stand-in that was already running (demo-target up, another demo) is left running
+    started_here = running is None
     print(f"archon-diag demo: starting the Archon stand-in (faults: {faults}) ...", file=sys.stderr)
     ports: dict[str, int] = {}
     if running is None:  # the contract's default ports, or free ones when they are taken
@@ -94,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
         use_tui = not args.headless and interactive()
         return run_session(prep, "demo", tui=use_tui, extra={"demo": {"faults": faults}})
     finally:
-        if not args.keep:
+        if started_here and not args.keep:
             stack.down(args.dir)
