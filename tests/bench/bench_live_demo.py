@@ -1,0 +1,84 @@
+"""The diag process's own cost while the TUI shows a running demo (issue 8): CPU of the
+``archon-diag demo`` process (its UI, session and analysis threads; not the stand-in,
+Locust or the profilers, which are separate processes) and its RSS after 1 minute
+against at the end, in a real 80x24 pseudo-terminal.
+
+Targets: <= 10 % of one core; RSS flat between minute 1 and the end.
+``ARCHON_BENCH_LIVE_MIN`` sets the run's minutes (default 10, as the issue asks; 2 is a
+quick look).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.bench.bench_tui import _drain
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    minutes = float(os.environ.get("ARCHON_BENCH_LIVE_MIN", "10"))
+    # its own stand-in and cluster (seeded once per directory), never a running one
+    out = Path(tempfile.mkdtemp(prefix="archon-diag-bench-live-", dir="/var/tmp"))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color"}
+    cmd = [sys.executable, "-m", "diag", "demo", "--warmup", "10s",
+           "--duration", f"{minutes * 60:.0f}s", "--out", str(out / "bundle"),
+           "--dir", str(out / "standin")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
+                            start_new_session=True)  # fmt: skip
+    os.close(slave)
+    written = [0]
+    threading.Thread(target=_drain, args=(master, written), daemon=True).start()
+    ps = psutil.Process(proc.pid)
+    # wait for the session to start measuring (the stand-in may need seeding first)
+    deadline = time.monotonic() + 300
+    manifest = out / "bundle" / "manifest.json"
+    while not manifest.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(1)
+    start = time.monotonic()
+    cpu0 = sum(ps.cpu_times()[:2])
+    rss_1min = None
+    rss = []
+    while time.monotonic() - start < minutes * 60 and proc.poll() is None:
+        time.sleep(5)
+        rss.append(ps.memory_info().rss)
+        if rss_1min is None and time.monotonic() - start >= 60:
+            rss_1min = rss[-1]
+    elapsed = time.monotonic() - start
+    cpu = (sum(ps.cpu_times()[:2]) - cpu0) / elapsed * 100
+    rss_end = rss[-1] if rss else 0
+    os.write(master, b"q")
+    try:
+        proc.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    print(
+        f"   live demo under the TUI for {elapsed / 60:.1f} min (80x24, {written[0]} bytes drawn)"
+    )
+    print(f"   diag process CPU:        {cpu:6.1f} % of one core   (target <= 10 %)")
+    if rss_1min:
+        print(f"   diag process RSS at 1 min: {rss_1min / 2**20:6.1f} MiB")
+    print(
+        f"   diag process RSS at end:   {rss_end / 2**20:6.1f} MiB"
+        + (f"   (ratio end/1 min {rss_end / rss_1min:.2f})" if rss_1min else "")
+    )
+    print(f"   exit code after q: {proc.returncode}")
+    subprocess.run([sys.executable, "-m", "diag", "demo-target", "down", "--dir",
+                    str(out / "standin")], capture_output=True, check=False)  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
