@@ -57,7 +57,9 @@ def find_knee(stages: Sequence[StageSummary], limits: Limits) -> Knee | None:
 
     A stage without a verdict (e.g. cut short) is judged here with the same limits.
     """
-    ordered = sorted(stages, key=lambda s: s.index)
+    # a stage under manual control (paused, users changed by hand) says nothing about
+    # the shape's steps: leave it out
+    ordered = sorted((s for s in stages if not s.manual), key=lambda s: s.index)
     if not ordered:
         return None
     best: StageSummary | None = None
@@ -119,6 +121,8 @@ def recovery_time(
     """Seconds from the end of the ``spike`` stage until the ``recovery`` stage is healthy
     (p95 within ``factor`` x baseline, and at least ``floor_ms`` above it; errors back at the
     baseline rate) for ``hold`` consecutive ticks. None when the run had no spike."""
+    # ticks under manual control (paused, users set by hand) are not the shape's
+    ticks = [t for t in ticks if t.mode == "plan"]
     spike = [t for t in ticks if t.stage == "spike"]
     after = [t for t in ticks if t.stage == "recovery"]
     if not spike or not after:

@@ -78,6 +78,7 @@ class LoadProbe(ProbeTask):
                 )
                 if record.stage:
                     ctx.publish("shape", f"{ctx.config.shape} · {record.stage}")
+                ctx.publish("load_state", "paused" if record.mode == "paused" else "running")
         await self._finish(ctx, await self.run_.wait())
 
     async def _finish(self, ctx: SessionContext, result: Any) -> None:
@@ -103,7 +104,22 @@ class LoadProbe(ProbeTask):
             await self._finish(ctx, result)
             return f"load stopped after {result.total.requests} requests"
         if isinstance(action, (PauseLoad, ResumeLoad, SetUsers)):
-            return "changing a running load's users is not supported yet: stop it instead"
+            if self.run_ is None:
+                return "there is no load in this session"
+            try:
+                if isinstance(action, PauseLoad):
+                    ack = await self.run_.pause()
+                elif isinstance(action, ResumeLoad):
+                    ack = await self.run_.resume()
+                else:
+                    ack = await self.run_.set_users(action.users)
+            except DiagError as exc:
+                return str(exc)
+            ctx.bundle.emit("load", ack)
+            state = "paused" if ack.mode == "paused" else "running"
+            ctx.publish("load_state", state)
+            what = {"paused": "load paused", "manual": f"holding {ack.target_users} users"}
+            return what.get(ack.mode, "load follows its plan again")
         return None
 
 

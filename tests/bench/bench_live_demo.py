@@ -34,6 +34,7 @@ def main() -> None:
     minutes = float(os.environ.get("ARCHON_BENCH_LIVE_MIN", "10"))
     # its own stand-in and cluster (seeded once per directory), never a running one
     out = Path(tempfile.mkdtemp(prefix="archon-diag-bench-live-", dir="/var/tmp"))
+    out.chmod(0o755)  # the unprivileged PostgreSQL user must reach the cluster inside
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color"}
