@@ -571,6 +571,38 @@ def statement_handlers(bundle: Bundle) -> dict[int, Counter[str]]:
     return out
 
 
+# ---- KPI queries -------------------------------------------------------------------------
+
+
+def kpi_section(bundle: Bundle) -> list[dict[str, Any]]:
+    """One summary per KPI (``diag.kpi.summarize``) from the ``kpi`` stream, in the
+    configured order; a configured KPI that never produced a value is listed with 0
+    samples (so reports and gates can say so)."""
+    from diag.kpi import summarize
+
+    options = bundle.manifest.get("options") or {}
+    units: dict[str, str] = {}
+    for spec in options.get("kpis") or []:
+        if isinstance(spec, Mapping) and spec.get("name"):
+            units[str(spec["name"])] = str(spec.get("unit") or "")
+    samples: dict[str, list[tuple[float, float | None]]] = {name: [] for name in units}
+    for e in bundle.events("kpi"):
+        name = str(e.get("name", ""))
+        if not name:
+            continue
+        units.setdefault(name, str(e.get("unit") or ""))
+        value = e.get("value")
+        number = float(value) if isinstance(value, (int, float)) else None
+        samples.setdefault(name, []).append((float(e["t"]), number))
+    if not samples:
+        return []
+    start, end = measured_window(bundle)
+    return [
+        summarize(name, units[name], points, bundle.started_at, start, end)
+        for name, points in samples.items()
+    ]
+
+
 # ---- the whole report --------------------------------------------------------------------
 
 
@@ -637,6 +669,7 @@ def analyse(bundle: Bundle) -> Report:
         hotspots=hotspots,
         plans=plans,
         notes=notes,
+        kpis=kpi_section(bundle),
     )
 
 

@@ -3,6 +3,10 @@
 ``archon-diag run --config diag.toml`` reads the same names as the long options
 (``users = 20``, ``duration = "2m"``, ``target = ["preset:archon"]``, ``fail_on = [...]``);
 options given on the command line win. Unknown keys and bad values are one-line errors.
+
+KPI queries (``diag.kpi``) are ``[[kpi]]`` tables (``name``, ``query``, ``interval``,
+``unit``) and/or ``kpi_preset = "archon"`` (``--kpi-preset archon``); they end up in
+``RunConfig.kpis``, the preset's first.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from diag.kpi import PRESETS, KpiSpec, check_unique, parse_kpi, preset_kpis
 from diag.units import duration_arg, parse_duration
 from probes.errors import UsageError
 
@@ -49,6 +54,7 @@ class RunConfig:
     memray_window: float = 10.0
     ash_interval: float = 0.25
     faults: str | None = None  # demo only: which faults were planted (for the report)
+    kpis: tuple[KpiSpec, ...] = ()  # KPI queries sampled over the run (needs dsn)
 
     def validate(self) -> RunConfig:
         if self.users < 1:
@@ -69,6 +75,9 @@ class RunConfig:
             raise UsageError(f"locustfile {self.locustfile} does not exist")
         if not self.targets and not self.dsn and self.no_load:
             raise UsageError("nothing to do: give --target, --dsn or a load (--host)")
+        if self.kpis and not self.dsn:
+            raise UsageError("KPI queries need the database: pass --dsn (or drop the KPIs)")
+        check_unique(self.kpis)
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -80,7 +89,7 @@ class RunConfig:
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_json() if isinstance(v, KpiSpec) else v for v in value]
             data[f.name] = value
         if self.dsn:
             data["dsn"] = redact_dsn(self.dsn)
@@ -129,6 +138,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="skip memray attach windows",
     )
+    add(
+        "--kpi-preset",
+        choices=sorted(PRESETS),
+        help="sample a shipped set of KPI queries (archon: agent-job queue, LLM latency)",
+    )
 
 
 _ALIASES = {
@@ -137,6 +151,8 @@ _ALIASES = {
     "spawn-rate": "spawn_rate",
     "no-load": "no_load",
     "agents-host": "agents_host",
+    "kpi": "kpis",
+    "kpi-preset": "kpi_preset",
 }
 _DURATIONS = {"duration", "warmup", "pyspy_window", "memray_window", "ash_interval"}
 
@@ -152,8 +168,26 @@ def _from_toml(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = _ALIASES.get(key, key.replace("-", "_"))
+        if name == "kpi_preset":
+            if not isinstance(value, str) or value not in PRESETS:
+                raise UsageError(
+                    f"config file {path}: unknown kpi_preset {value!r} "
+                    f"(one of {', '.join(sorted(PRESETS))})"
+                )
+            out[name] = value
+            continue
         if name not in known:
             raise UsageError(f"config file {path}: unknown option {key!r}")
+        if name == "kpis":
+            if not isinstance(value, list):
+                raise UsageError(
+                    f"config file {path}: write KPIs as [[kpi]] tables (name, query, "
+                    "interval, unit)"
+                )
+            value = tuple(
+                parse_kpi(entry, f"config file {path}, [[kpi]] #{i}")
+                for i, entry in enumerate(value, 1)
+            )
         if name in _DURATIONS and isinstance(value, str):
             value = parse_duration(value)
         if name in ("targets", "fail_on"):
@@ -176,6 +210,10 @@ def from_args(args: argparse.Namespace, **defaults: Any) -> RunConfig:
         values[f.name] = tuple(given) if isinstance(given, list) else given
     if getattr(args, "locustfile", None) is not None:
         values["scenario"] = None
+    preset = getattr(args, "kpi_preset", None) or values.pop("kpi_preset", None)
+    values.pop("kpi_preset", None)
+    if preset:
+        values["kpis"] = preset_kpis(str(preset)) + tuple(values.get("kpis") or ())
     try:
         config = RunConfig(**values)
     except TypeError as exc:

@@ -9,12 +9,20 @@ A gate *fails* when its expression is true of the run. Grammar::
     findings         (>|>=)       N                   number of findings
     leak                                              any memory/fd/thread leak finding
     kind:NAME                                         any finding of that kind
+    kpi:NAME         (>|>=|<|<=)  NUMBER              the KPI query NAME's mean over the
+                                                      measured window (in the KPI's unit)
     regression       (>|>=)       NUMBER%             p95 (or error rate) worse than --baseline
+
+A ``kpi:`` gate on a KPI that produced no value (or that the run did not have) fails with
+"no samples": a gate that cannot be checked never passes silently.
 
 >>> parse_gate("p95>500ms").threshold
 500.0
 >>> parse_gate("error_rate>1%").threshold
 1.0
+>>> g = parse_gate("kpi:archon_queue_length>=20")
+>>> g.metric, g.word, g.op, g.threshold
+('kpi', 'archon_queue_length', '>=', 20.0)
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
 }
 _EXPR = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|>|<)\s*([0-9.]+|[a-z]+)\s*(ms|s|%)?\s*$")
+_KPI = re.compile(r"^\s*kpi:([a-z][a-z0-9_]*)\s*(>=|<=|>|<)\s*(-?[0-9]*\.?[0-9]+)\s*$")
 _LATENCY = {"p50", "p95", "p99", "max"}
 LEAK_KINDS = ("memory_leak", "fd_leak", "thread_leak", "fragmentation")
 
@@ -55,6 +64,15 @@ def parse_gate(text: str) -> Gate:
         return Gate(expr, "leak")
     if low.startswith("kind:") and len(low) > 5:
         return Gate(expr, "kind", word=low[5:])
+    if low.startswith("kpi:"):
+        kpi = _KPI.match(low)
+        if not kpi:
+            raise UsageError(
+                f"invalid --fail-on {text!r}: use kpi:NAME>NUMBER (or <, >=, <=), "
+                "NAME a KPI of the run, NUMBER in the KPI's unit, e.g. kpi:archon_queue_length>20"
+            )
+        name, op, value = kpi.groups()
+        return Gate(expr, "kpi", op, float(value), word=name)
     match = _EXPR.match(low)
     if not match:
         raise UsageError(
@@ -77,7 +95,7 @@ def parse_gate(text: str) -> Gate:
     elif metric not in ("error_rate", "rps", "findings", "regression"):
         raise UsageError(
             f"invalid --fail-on {text!r}: unknown metric {metric!r} (p50, p95, p99, max, "
-            "error_rate, rps, severity, findings, leak, kind:NAME, regression)"
+            "error_rate, rps, severity, findings, leak, kind:NAME, kpi:NAME, regression)"
         )
     return Gate(expr, metric, op, number)
 
@@ -113,6 +131,8 @@ def evaluate(gate: Gate, report: Report, baseline: Report | None = None) -> Gate
         return GateResult(
             gate.expr, not hits, f"{len(hits)} finding(s)", "; ".join(f.title for f in hits[:3])
         )
+    if gate.metric == "kpi":
+        return _kpi(gate, report)
     if gate.metric == "findings":
         n = float(len(findings))
         return GateResult(gate.expr, not _OPS[gate.op](n, gate.threshold), f"{int(n)} findings")
@@ -134,6 +154,26 @@ def evaluate(gate: Gate, report: Report, baseline: Report | None = None) -> Gate
     if rps is None:
         return GateResult(gate.expr, False, "no load data", "the run sent no requests")
     return GateResult(gate.expr, not _OPS[gate.op](rps, gate.threshold), f"{rps:.1f} req/s")
+
+
+def _kpi(gate: Gate, report: Report) -> GateResult:
+    kpi = report.kpi(gate.word)
+    if kpi is None:
+        names = ", ".join(str(k.get("name")) for k in report.kpis) or "none"
+        return GateResult(
+            gate.expr, False, "no samples", f"the run has no KPI {gate.word!r} (KPIs: {names})"
+        )
+    mean = kpi.get("mean")
+    if not kpi.get("samples") or not isinstance(mean, (int, float)):
+        empty = int(kpi.get("empty") or 0)
+        why = f"; its query returned NULL/no row {empty} time(s)" if empty else ""
+        return GateResult(
+            gate.expr, False, "no samples", f"KPI {gate.word!r} produced no value{why}"
+        )
+    unit = str(kpi.get("unit") or "")
+    actual = f"{float(mean):.4g} {unit}".strip() + " (mean)"
+    detail = f"{kpi['samples']} samples, p95 {kpi.get('p95')}, max {kpi.get('max')}"
+    return GateResult(gate.expr, not _OPS[gate.op](float(mean), gate.threshold), actual, detail)
 
 
 def _regression(gate: Gate, totals: dict[str, float], baseline: Report | None) -> GateResult:

@@ -92,6 +92,8 @@ class ReportView:
             yield _finding_panel(finding)
         if report.processes:
             yield processes_table(report.processes)
+        if report.kpis:
+            yield kpis_table(report.kpis)
         if report.gates:
             gates = Table(title="gates", show_header=True, header_style="bold")
             for col in ("gate", "result", "measured", "detail"):
@@ -155,6 +157,28 @@ def processes_table(processes: Iterable[dict[str, Any]]) -> Table:
     return table
 
 
+_KPI_COLUMNS = ("samples", "mean", "p95", "min", "max", "last")
+
+
+def _kpi_cells(k: dict[str, Any]) -> list[str]:
+    from diag.kpi import format_value
+
+    unit = str(k.get("unit") or "")
+    if not k.get("samples"):
+        return ["0", "no samples", "", "", "", ""]
+    return [str(k.get("samples", 0))] + [format_value(k.get(c), unit) for c in _KPI_COLUMNS[1:]]
+
+
+def kpis_table(kpis: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title="KPIs (measured window)", show_header=True, header_style="bold")
+    table.add_column("KPI")
+    for col in _KPI_COLUMNS:
+        table.add_column(col, justify="right")
+    for k in kpis:
+        table.add_row(str(k.get("name")), *_kpi_cells(k))
+    return table
+
+
 def render_term(report: Report, width: int | None = None, color: bool = True) -> str:
     console = Console(width=width or 120, record=True, force_terminal=color, no_color=not color)
     with console.capture() as capture:
@@ -213,6 +237,14 @@ def render_md(report: Report) -> str:
                 f"{e.get('failures', 0)} | {_ms(e.get('p50_ms'))} | {_ms(e.get('p95_ms'))} | "
                 f"{_ms(e.get('p99_ms'))} |"
             )
+        out.append("")
+    if report.kpis:
+        out.append("## KPIs (measured window)\n")
+        out.append("| KPI | " + " | ".join(_KPI_COLUMNS) + " |")
+        out.append("|---|" + "---:|" * len(_KPI_COLUMNS))
+        for k in report.kpis:
+            cells = " | ".join(_md_escape(c) for c in _kpi_cells(k))
+            out.append(f"| {_md_escape(str(k.get('name')))} | {cells} |")
         out.append("")
     for note in report.notes:
         out.append(f"> note: {_md_escape(note)}")
@@ -361,6 +393,21 @@ def render_html(report: Report) -> str:
             )
         )
     parts.extend(charts)
+    if report.kpis:
+        parts.append(
+            "<h2>KPIs (measured window)</h2><table><tr><th>KPI</th>"
+            + "".join(f"<th>{c}</th>" for c in _KPI_COLUMNS)
+            + "</tr>"
+        )
+        for k in report.kpis:
+            cells = "".join(f"<td>{e(c)}</td>" for c in _kpi_cells(k))
+            parts.append(f"<tr><td>{e(str(k.get('name')))}</td>{cells}</tr>")
+        parts.append("</table>")
+        for k in report.kpis:
+            unit = str(k.get("unit") or "")
+            title = f"{k.get('name')} ({unit})" if unit else str(k.get("name"))
+            series = [(float(t), float(v)) for t, v in k.get("series") or []]
+            parts.append(_svg_chart(title, {str(k.get("name")): series}, unit))
     if report.gates:
         parts.append(
             "<h2>Gates</h2><table><tr><th>gate</th><th>result</th><th>measured</th>"

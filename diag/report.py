@@ -51,9 +51,14 @@ class Report:
     hotspots: list[dict[str, Any]] = field(default_factory=list)
     plans: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # probe problems, degraded checks
+    kpis: list[dict[str, Any]] = field(default_factory=list)  # KPI query summaries
 
     def ranked(self) -> list[Finding]:
         return rank(self.findings)
+
+    def kpi(self, name: str) -> dict[str, Any] | None:
+        """The summary of the KPI called ``name`` (None when the run had none)."""
+        return next((k for k in self.kpis if k.get("name") == name), None)
 
     @property
     def gates_passed(self) -> bool:
@@ -71,6 +76,7 @@ class Report:
             "hotspots": self.hotspots,
             "plans": self.plans,
             "notes": self.notes,
+            "kpis": self.kpis,
         }
 
     @classmethod
@@ -85,6 +91,7 @@ class Report:
             hotspots=list(data.get("hotspots") or []),
             plans=list(data.get("plans") or []),
             notes=list(data.get("notes") or []),
+            kpis=list(data.get("kpis") or []),
         )
 
     def with_gates(self, gates: list[GateResult]) -> Report:
@@ -98,4 +105,5 @@ class Report:
             self.hotspots,
             self.plans,
             self.notes,
+            self.kpis,
         )

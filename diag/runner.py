@@ -92,6 +92,10 @@ def build_probes(prep: Prepared) -> list[ProbeTask]:
     probes: list[ProbeTask] = []
     if cfg.dsn:
         probes.append(PostgresProbe(cfg.dsn, prep.targets, prep.jsonlog))
+    if cfg.dsn and cfg.kpis:
+        from diag.session_kpi import KpiProbe
+
+        probes.append(KpiProbe(cfg.dsn, cfg.kpis))
     if prep.targets:
         probes.append(ProcessProbe(prep.targets))
         probes.append(PySpyProbe(prep.targets))

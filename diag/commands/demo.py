@@ -1,8 +1,9 @@
 """``archon-diag demo``: the full diagnosis of the built-in Archon stand-in.
 
 Starts the embedded PostgreSQL and the stand-in (server + agents) with the chosen faults,
-drives the Archon scenario against it while every probe watches, then writes the bundle
-and every report. On a terminal it opens the TUI; ``--headless`` prints the report.
+drives the Archon scenario against it while every probe watches (and the Archon KPI
+preset samples the agent-job queue), then writes the bundle and every report. On a
+terminal it opens the TUI; ``--headless`` prints the report.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from diag.config import RunConfig
+from diag.kpi import preset_kpis
 from diag.runner import Prepared, interactive, run_session
 from diag.units import duration_arg
 from probes.targets import Target, resolve
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             headless=args.headless,
             fail_on=tuple(args.fail_on),
             faults=faults,
+            kpis=preset_kpis("archon"),  # the agent-job queue KPIs of the stand-in
         ).validate()
         prep = Prepared(config, targets)
         use_tui = not args.headless and interactive()

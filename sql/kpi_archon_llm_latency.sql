@@ -1,0 +1,4 @@
+-- archon-diag: KPI archon preset: median LLM call latency (ms) of the jobs finished in the last 30 s
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY llm_latency_ms) AS llm_latency_p50_ms
+FROM archon_agent_jobs
+WHERE finished_at > now() - interval '30 seconds'
