@@ -354,6 +354,8 @@ def profiler_section(
     for c in collected.values():
         if start is not None:  # leak verdicts see the measured window only
             c.samples = [s for s in c.samples if s.t >= start]
+        if c.memray is not None:
+            c.samples = without_memray_step(c.samples, c.memray.started, c.memray.duration)
         report = analyse(c, opts, requests=requests or None)
         findings.extend(report.findings)
         notes.extend(f"{c.target.label}: {err}" for err in report.errors)
@@ -365,6 +367,34 @@ def profiler_section(
                 {**stat.to_json(), "process": c.target.label, "stacks": stacks.get(stat.label, [])}
             )
     return processes, findings, hotspots, notes, walls
+
+
+def without_memray_step(samples: list[Any], started: float, duration: float) -> list[Any]:
+    """The series with a memray window cut out and the memory it left behind (its tracker,
+    a few MiB that stay after detaching) subtracted from what follows, so the attach is not
+    read as a leak. The process's own growth during the window is lost with it, which
+    only lowers the slope estimate's sample count."""
+    before = [s for s in samples if s.t < started - 1.0]
+    after = [s for s in samples if s.t > started + duration + 2.0]
+    if len(before) < 3 or len(after) < 3:
+        return [s for s in samples if not started - 1.0 <= s.t <= started + duration + 2.0]
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    def step(metric: str) -> int:
+        pre = [float(getattr(s, metric)) for s in before[-3:] if getattr(s, metric) is not None]
+        post = [float(getattr(s, metric)) for s in after[:3] if getattr(s, metric) is not None]
+        return int(median(post) - median(pre)) if pre and post else 0
+
+    steps = {m: step(m) for m in ("rss", "uss", "pss")}
+
+    def shifted(s: Any) -> Any:
+        changes = {m: getattr(s, m) - d for m, d in steps.items() if getattr(s, m) is not None}
+        return dataclasses.replace(s, **changes)
+
+    return before + [shifted(s) for s in after]
 
 
 def top_stacks(windows: Iterable[Any], labels: set[str], per: int = 3) -> dict[str, list[str]]:

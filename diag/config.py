@@ -51,7 +51,7 @@ class RunConfig:
     pyspy_window: float = 5.0
     nonblocking: bool = False
     memray: bool = True
-    memray_window: float = 10.0
+    memray_window: float = 6.0  # memray costs ~2x while attached: keep windows short
     ash_interval: float = 0.25
     faults: str | None = None  # demo only: which faults were planted (for the report)
     kpis: tuple[KpiSpec, ...] = ()  # KPI queries sampled over the run (needs dsn)

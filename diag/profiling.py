@@ -275,7 +275,9 @@ def analyse(
     verdicts = leaks.leak_verdicts(
         c.samples, requests=requests, heap=heap, memory_limit=limit, fd_limit=fd_limit
     )
-    if not suspects:  # memray attribution supersedes the series verdict for memory
+    # a memray location that leaks supersedes the series verdict for memory (same leak,
+    # better address); "filling" or "flat" locations do not silence a leaking series
+    if not any(s.status == "leak" for s in suspects):
         findings += leaks.verdict_findings(verdicts)
     else:
         findings += leaks.verdict_findings([v for v in verdicts if v.kind != "memory_leak"])

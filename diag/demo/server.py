@@ -40,7 +40,7 @@ APPLICATION_NAME = "archon-server"
 DEFAULT_PORT = 8181
 DEFAULT_POOL_SIZE = 10
 STARVED_POOL_SIZE = 2
-CHAT_CONTEXT_CHUNKS = 40  # ~30 KB of retrieved context per chat message
+CHAT_CONTEXT_CHUNKS = 80  # ~60 KB of retrieved context per chat message
 BOUNDED_SESSIONS = 256
 BOUNDED_MESSAGES = 20
 

@@ -336,7 +336,7 @@ def test_chat_session_leak_grows_rss_with_messages(faulty: DemoTarget, clean: De
         before = _rss_mb(target.pids["server"])
         _post_messages(target, 400)
         growth[name] = _rss_mb(target.pids["server"]) - before
-    # ~400 x 30 KB of retained context
+    # ~400 x 60 KB of retained context
     assert growth["faulty"] > 8, growth
     assert growth["clean"] < 3, growth
 

@@ -210,3 +210,20 @@ def test_compare_finds_new_resolved_and_plan_changes() -> None:
     text = render_comparison(comp, "term")
     assert "resolved findings: 1" in text and "no regression" in text
     assert compare(new, base).regressed
+
+
+def test_memray_attach_step_is_not_read_as_growth() -> None:
+    from diag.analysis import without_memray_step
+    from probes.process import ProcessSample
+
+    def sample(t: float, rss: int) -> ProcessSample:
+        return ProcessSample(t, 1, "p", 5.0, rss, rss - 10, None, 4, 10, 1, None, None)
+
+    flat = [sample(float(t), 100_000_000) for t in range(0, 20)]
+    # memray attached at t=20 for 6 s leaves 5 MB behind; the process itself is flat
+    during = [sample(float(t), 103_000_000) for t in range(20, 28)]
+    after = [sample(float(t), 105_000_000) for t in range(28, 60)]
+    fixed = without_memray_step(flat + during + after, 20.0, 6.0)
+    assert all(not 19.0 <= s.t <= 28.0 for s in fixed)
+    assert {s.rss for s in fixed} == {100_000_000}
+    assert {s.uss for s in fixed} == {100_000_000 - 10}
