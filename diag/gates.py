@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from diag.findings import Severity
+from diag.kpi import format_value
 from diag.report import GateResult, Report
 from probes.errors import UsageError
 
@@ -172,7 +173,10 @@ def _kpi(gate: Gate, report: Report) -> GateResult:
         )
     unit = str(kpi.get("unit") or "")
     actual = f"{float(mean):.4g} {unit}".strip() + " (mean)"
-    detail = f"{kpi['samples']} samples, p95 {kpi.get('p95')}, max {kpi.get('max')}"
+    detail = (
+        f"{kpi['samples']} samples, p95 {format_value(kpi.get('p95'), unit)}, "
+        f"max {format_value(kpi.get('max'), unit)}"
+    )
     return GateResult(gate.expr, not _OPS[gate.op](float(mean), gate.threshold), actual, detail)
 
 
