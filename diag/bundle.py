@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,6 +60,8 @@ class BundleWriter:
         (path / "artefacts").mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self._files: dict[str, IO[str]] = {}
+        # called with (stream, record) after each write: the live view's in-memory tap
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._manifest: dict[str, Any] = {
             "schema": BUNDLE_SCHEMA,
             "tool_version": __version__,
@@ -100,6 +102,12 @@ class BundleWriter:
                 self._files[stream] = handle
             handle.write(line)
             handle.flush()
+        for listener in self.listeners:
+            listener(stream, data)
+
+    @property
+    def started_at(self) -> float:
+        return float(self._manifest["started_at"])
 
     def artefact_dir(self, probe: str) -> Path:
         path = self.path / "artefacts" / probe

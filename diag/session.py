@@ -18,6 +18,7 @@ import contextlib
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,8 +28,12 @@ from diag.bundle import Bundle, BundleWriter
 from diag.config import RunConfig
 from diag.live import (
     Action,
+    EndpointRow,
     LiveSnapshot,
+    LoadPoint,
     ProbeHealth,
+    ProcessPoint,
+    ProcessView,
 )
 from diag.units import format_duration
 from probes.targets import Target
@@ -243,6 +248,49 @@ def _one_line(exc: BaseException) -> str:
 # ---- the live view ----------------------------------------------------------------------
 
 
+class _Tap:
+    """The live figures that must move every second (load, endpoints, process series),
+    kept in memory from the records as they are written; the expensive analysis (findings,
+    hotspots, plans) refreshes on its own slower clock."""
+
+    def __init__(self, t0: float, keep: int = 900) -> None:
+        self.t0 = t0
+        self.keep = keep
+        self.lock = threading.Lock()
+        self.load: deque[LoadPoint] = deque(maxlen=keep)
+        self.endpoints: tuple[EndpointRow, ...] = ()
+        self.series: dict[int, deque[ProcessPoint]] = {}
+
+    def __call__(self, stream: str, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        t = float(data.get("t") or 0.0) - self.t0
+        with self.lock:
+            if stream == "load" and kind == "tick":
+                self.load.append(
+                    LoadPoint(t, int(data["users"]), float(data["rps"]),
+                              float(data["fail_per_s"]), data.get("p50_ms"),
+                              data.get("p95_ms"), data.get("p99_ms"))
+                )  # fmt: skip
+            elif stream == "load" and kind == "endpoints":
+                self.endpoints = tuple(
+                    EndpointRow(
+                        f"{r.get('method') or ''} {r['name']}".strip(),
+                        int(r["requests"]),
+                        int(r["failures"]),
+                        float(r.get("rps") or 0.0),
+                        r.get("p50_ms"),
+                        r.get("p95_ms"),
+                        r.get("p99_ms"),
+                        r.get("max_ms"),
+                    )
+                    for r in data.get("rows") or []
+                    if r.get("name") != "Aggregated"
+                )
+            elif stream == "process" and kind == "process":
+                points = self.series.setdefault(int(data["pid"]), deque(maxlen=self.keep))
+                points.append(ProcessPoint(t, float(data["cpu_percent"]), int(data["rss"])))
+
+
 class LiveSession:
     """A Session running on its own thread and event loop, seen through ``LiveSource``.
 
@@ -251,7 +299,7 @@ class LiveSession:
     so the TUI shows exactly what the headless report would.
     """
 
-    def __init__(self, session: Session, analyse_every_s: float = 3.0) -> None:
+    def __init__(self, session: Session, analyse_every_s: float = 5.0) -> None:
         self.session = session
         self.analyse_every_s = analyse_every_s
         self._thread = threading.Thread(target=self._main, name="archon-diag-session", daemon=True)
@@ -265,6 +313,8 @@ class LiveSession:
         self.error: BaseException | None = None
         self.bundle_path: Path | None = None
         self._done = threading.Event()
+        self._tap = _Tap(session.ctx.bundle.started_at)
+        session.ctx.bundle.listeners.append(self._tap)
 
     def start(self) -> LiveSession:
         self._thread.start()
@@ -282,13 +332,13 @@ class LiveSession:
     def _analyse_loop(self) -> None:
         from diag.analysis import live_view
 
-        # the analysis thread's own CPU stays under ~10 % of a core: wait at least ten
+        # the analysis thread's own CPU stays under ~3 % of a core: wait at least thirty
         # times as long as the last refresh cost (re-analysis grows with the run)
         interval = self.analyse_every_s
         while not self._done.wait(interval):
             started = time.thread_time()
             self._refresh(live_view)
-            interval = max(self.analyse_every_s, 10 * (time.thread_time() - started))
+            interval = max(self.analyse_every_s, 30 * (time.thread_time() - started))
         self._refresh(live_view)
 
     def _refresh(self, live_view: Callable[..., LiveSnapshot]) -> None:
@@ -318,6 +368,18 @@ class LiveSession:
             messages = tuple(ctx.messages[-10:])
             load_state = str(ctx.live.get("load_state", snap.load_state))
         phase = "done" if self.done else ctx.phase
+        tap = self._tap
+        with tap.lock:
+            load = tuple(tap.load)
+            endpoints = tap.endpoints or snap.endpoints
+            series = {pid: tuple(points) for pid, points in tap.series.items()}
+        views = {v.pid: v for v in snap.processes}
+        processes = tuple(
+            replace(views[t.pid], series=series.get(t.pid, views[t.pid].series))
+            if t.pid in views
+            else ProcessView(t.label, t.pid, True, series.get(t.pid, ()))
+            for t in ctx.targets
+        )
         return replace(
             snap,
             elapsed_s=ctx.elapsed(),
@@ -325,6 +387,9 @@ class LiveSession:
             probes=health,
             messages=messages,
             load_state=load_state,
+            load=load or snap.load,
+            endpoints=endpoints,
+            processes=processes or snap.processes,
         )
 
     def act(self, action: Action) -> str:

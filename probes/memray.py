@@ -204,6 +204,7 @@ class MemrayRecorder:
         self._attached_at: float | None = None
         self._error: str | None = None
         self._log = self._tmp / "attach.log"
+        self._detaching = False
 
     def argv(self) -> list[str]:
         args = [
@@ -255,10 +256,13 @@ class MemrayRecorder:
             if self._error is None and not self._finalized():
                 self._error = f"PID {self.pid} exited during the memray window"
             return True
+        if not self._detaching and time.monotonic() - self._attached_at < self.duration - 0.5:
+            return False  # opening the capture is not free: only look once it may be done
         return self._finalized()
 
     def stop(self) -> None:
         """Stop tracking now (``memray detach``); the target finalizes the capture."""
+        self._detaching = True
         if self._attach is not None and self._attach.poll() is None:
             self._attach.wait(30)
         if self._attach is not None and self._attach.returncode == 0 and not self._finalized():
