@@ -253,9 +253,13 @@ def _read_collapsed(path: str, mtime_ns: int, size: int) -> Any:
 
 @functools.lru_cache(maxsize=64)
 def _read_capture(path: str, mtime_ns: int, size: int, pid: int) -> Any:
+    """A capture, kept in memory with only the locations that ever held 64 KiB or more
+    (leak suspects need 256 KiB of growth): a busy window has thousands of tiny ones."""
     from probes.memray import read_capture
 
-    return read_capture(Path(path), pid)
+    capture = read_capture(Path(path), pid)
+    kept = tuple(loc for loc in capture.locations if max(loc.live_bytes, default=0) >= 64 << 10)
+    return dataclasses.replace(capture, locations=kept)
 
 
 def _identity(path: Path) -> tuple[str, int, int]:

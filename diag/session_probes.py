@@ -364,6 +364,8 @@ class PostgresProbe(ProbeTask):
         self._texts_seen: set[int] = set()
         self._last_texts = 0.0
         self._last_callsite = 0.0
+        self._owners: dict[int, Target] = {}
+        self._owners_at = 0.0
 
     async def start(self, ctx: SessionContext) -> None:
         from probes.postgres import WindowCollector
@@ -379,7 +381,7 @@ class PostgresProbe(ProbeTask):
 
         measuring_marked = False
         while not ctx.stopping.is_set():
-            records = await asyncio.to_thread(self.collector.poll)
+            records, delay = await asyncio.to_thread(self._poll)
             for record in records:
                 if isinstance(record, ActivitySample):
                     ctx.bundle.emit("pg_activity", record, t=record.t)
@@ -394,9 +396,12 @@ class PostgresProbe(ProbeTask):
                     ctx.bundle.emit("pg_statements", snap, t=snap.taken_at)
             if time.time() - self._last_texts > 10:
                 await asyncio.to_thread(self._texts, ctx)
-            delay = await asyncio.to_thread(self.collector.seconds_to_next)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ctx.stopping.wait(), timeout=max(0.01, delay))
+
+    def _poll(self) -> tuple[list[Any], float]:
+        """One thread hop per round: what is due, and how long until the next."""
+        return self.collector.poll(), self.collector.seconds_to_next()
 
     def _snapshot_now(self) -> Any:
         try:
@@ -431,7 +436,10 @@ class PostgresProbe(ProbeTask):
         active = [s for s in sample.sessions if s.active and s.client_port and s.query_id]
         if not active:
             return
-        owners = await asyncio.to_thread(_port_owners, self.targets)
+        if time.time() - self._owners_at > 15:  # reading sockets is not free
+            self._owners = await asyncio.to_thread(_port_owners, self.targets)
+            self._owners_at = time.time()
+        owners = self._owners
         for s in active:
             target = owners.get(int(s.client_port))
             if target is None:

@@ -70,6 +70,9 @@ class TargetGone:
 Record = ProcessSample | HostSample | TargetGone
 
 
+CONNECTIONS_EVERY = 10
+
+
 def _or_none(call: Callable[[], int]) -> int | None:
     try:
         return call()
@@ -82,6 +85,8 @@ class ProcessSampler:
 
     def __init__(self, targets: Iterable[Target], *, full_memory: bool = True) -> None:
         self._procs: dict[int, tuple[Target, psutil.Process]] = {}
+        self._conns: dict[int, int | None] = {}
+        self._round = 0
         self.gone: list[TargetGone] = []
         self._full_memory = full_memory
         for target in targets:
@@ -116,7 +121,11 @@ class ProcessSampler:
                     pass
             threads = proc.num_threads()
             fds = _or_none(proc.num_fds)
-            conns = _or_none(lambda: len(proc.net_connections(kind="inet")))
+            # reading every socket of the process is the costliest call here: every
+            # CONNECTIONS_EVERY rounds, the last count in between
+            if self._round % CONNECTIONS_EVERY == 0 or target.pid not in self._conns:
+                self._conns[target.pid] = _or_none(lambda: len(proc.net_connections(kind="inet")))
+            conns = self._conns[target.pid]
             read_b: int | None
             write_b: int | None
             try:
@@ -132,6 +141,7 @@ class ProcessSampler:
     def sample(self) -> list[Record]:
         """One round: a sample per live target, ``TargetGone`` for each that exited, host."""
         now = time.time()
+        self._round += 1
         out: list[Record] = []
         for pid, (target, proc) in list(self._procs.items()):
             try:
