@@ -313,11 +313,11 @@ class MemrayProbe(ProbeTask):
         self._mark(ctx, target.pid, True)
         try:
             deadline = time.monotonic() + seconds + 30
-            while not rec.poll():
+            while not await asyncio.to_thread(rec.poll):
                 if ctx.stopping.is_set() or time.monotonic() > deadline:
                     await asyncio.to_thread(rec.stop)
                     deadline = time.monotonic() + 30
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)
             window = await asyncio.to_thread(rec.result)
             ctx.bundle.emit("memray", window)
             if window.error:

@@ -205,6 +205,7 @@ class MemrayRecorder:
         self._error: str | None = None
         self._log = self._tmp / "attach.log"
         self._detaching = False
+        self._last_size = -1
 
     def argv(self) -> list[str]:
         args = [
@@ -258,6 +259,15 @@ class MemrayRecorder:
             return True
         if not self._detaching and time.monotonic() - self._attached_at < self.duration - 0.5:
             return False  # opening the capture is not free: only look once it may be done
+        # ...and only once the file has stopped growing (opening a capture that is still
+        # being written costs seconds of CPU on a busy target)
+        try:
+            size = self.capture_path.stat().st_size
+        except OSError:
+            return False
+        if size != self._last_size:
+            self._last_size = size
+            return False
         return self._finalized()
 
     def stop(self) -> None:
