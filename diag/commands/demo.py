@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--warmup", type=duration_arg, default=10.0, help="warm-up before measuring (default 10s)"
     )
     parser.add_argument("--faults", default="all", help="all|none|a,b (default all)")
-    parser.add_argument("--users", type=int, default=10, help="concurrent users (default 10)")
+    parser.add_argument("--users", type=int, default=16, help="concurrent users (default 16)")
     parser.add_argument("--out", type=Path, default=None, help="bundle directory")
     parser.add_argument(
         "--dir",
