@@ -12,8 +12,6 @@
   loop) shows as ``idle``/``ClientRead`` on the server side, so the database's own
   ``active`` count hides a starved pool of a chatty client. Spare pooled connections sit
   idle for much longer (seconds).
-- ``attach_endpoints``: which endpoints' latency a finding explains, by correlating its
-  per-interval activity with each endpoint's per-interval mean latency.
 - ``attach_callsites``: which Python call site issued a statement (pg_stat_activity's
   client port matched to a target's socket, then a stack sample of that process).
 """
@@ -21,7 +19,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -226,77 +223,6 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
         if key not in best or f.score > best[key].score:
             best[key] = f
     return list(best.values())
-
-
-def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
-    n = len(xs)
-    if n < 3:
-        return 0.0
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx <= 0 or syy <= 0:
-        return 0.0
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
-
-
-def endpoint_series(
-    load_events: Iterable[Mapping[str, Any]],
-) -> dict[str, list[tuple[float, float]]]:
-    """Per endpoint: (end time, mean latency ms in the interval) from cumulative snapshots."""
-    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    prev: dict[str, tuple[int, float]] = {}
-    for e in load_events:
-        if e.get("type") != "endpoints":
-            continue
-        for r in e.get("rows") or []:
-            if r.get("name") == "Aggregated":
-                continue
-            label = f"{r.get('method') or ''} {r['name']}".strip()
-            n, total = int(r["requests"]), float(r.get("avg_ms") or 0.0) * int(r["requests"])
-            if label in prev:
-                dn = n - prev[label][0]
-                if dn > 0:
-                    out[label].append((float(e["t"]), (total - prev[label][1]) / dn))
-            prev[label] = (n, total)
-    return out
-
-
-def _at(series: Sequence[tuple[float, float]], t: float) -> float | None:
-    best = min(series, key=lambda p: abs(p[0] - t), default=None)
-    return best[1] if best is not None and abs(best[0] - t) <= 6 else None
-
-
-def attach_endpoints(
-    findings: list[Finding],
-    activity: Mapping[str, list[tuple[float, float]]],
-    endpoints: Mapping[str, list[tuple[float, float]]],
-    min_r: float = 0.5,
-) -> list[Finding]:
-    """Add ``explains_latency_of`` to findings whose activity (keyed by ``Finding.key()``,
-    per-interval values) rises and falls with an endpoint's latency."""
-    out = []
-    for f in findings:
-        series = activity.get(f.key())
-        matches = []
-        if series and len(series) >= 5:
-            for label, lat in endpoints.items():
-                pairs = [(v, _at(lat, t)) for t, v in series]
-                xs = [a for a, b in pairs if b is not None]
-                ys = [b for _, b in pairs if b is not None]
-                if len(xs) >= 5:
-                    r = _pearson(xs, ys)
-                    if r >= min_r:
-                        matches.append((label, round(r, 2)))
-        if matches:
-            matches.sort(key=lambda m: -m[1])
-            evidence = {**f.evidence, "explains_latency_of": matches[:3]}
-            loc = f.location
-            if loc.endpoint is None:
-                loc = dataclasses.replace(loc, endpoint=matches[0][0])
-            f = dataclasses.replace(f, evidence=evidence, location=loc)
-        out.append(f)
-    return out
 
 
 def attach_callsites(findings: list[Finding], events: Iterable[Mapping[str, Any]]) -> list[Finding]:
