@@ -521,6 +521,25 @@ def _slow_query(
     )
 
 
+def _is_read(text: str) -> bool:
+    """A SELECT (or a WITH ... SELECT), ignoring leading comments.
+
+    >>> _is_read("/* x */ SELECT 1"), _is_read("COMMIT"), _is_read("with a as (select 1) select *")
+    (True, False, True)
+    """
+    body = text
+    while True:
+        body = body.lstrip()
+        if body.startswith("/*") and "*/" in body:
+            body = body.split("*/", 1)[1]
+        elif body.startswith("--"):
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+        else:
+            break
+    word = body.split(None, 1)[0].upper() if body.split() else ""
+    return word in ("SELECT", "WITH", "VALUES", "TABLE")
+
+
 def _n_plus_one(
     statements: Iterable[StatementCounters],
     db_time: float,
@@ -535,6 +554,9 @@ def _n_plus_one(
     for s in statements:
         if s.mean_exec_ms > th.n_plus_one_max_mean_ms or s.rows_per_call > th.n_plus_one_max_rows:
             continue
+        text = texts[s.queryid].query if s.queryid in texts else ""
+        if not _is_read(text):
+            continue  # N+1 is a query repeated per parent row: not BEGIN/COMMIT/UPDATE/SET
         share = s.total_exec_ms / db_time if db_time else 0.0
         ev = _evidence(s, share, window)
         if counts:
