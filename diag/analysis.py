@@ -242,7 +242,7 @@ def _process_sample(e: Mapping[str, Any]) -> Any:
     return ProcessSample(**{k: v for k, v in e.items() if k in names})
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def _read_collapsed(path: str, mtime_ns: int, size: int) -> Any:
     """Parsed stacks, cached by file identity: the live view re-analyses every few seconds
     and must not re-read a whole soak's windows each time."""
@@ -312,7 +312,7 @@ def _memray_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
 
 
 def profiler_section(
-    bundle: Bundle, start: float | None
+    bundle: Bundle, start: float | None, recent_windows: int | None = None
 ) -> tuple[list[dict[str, Any]], list[Finding], list[dict[str, Any]], list[str], list[Any]]:
     """Per-target reports → (processes, findings, hotspots, notes, wall windows)."""
     from diag.profiling import Collected, ProfileOptions, analyse
@@ -327,7 +327,13 @@ def profiler_section(
         elif e.get("type") == "gone" and int(e.get("pid", -1)) in collected:
             collected[int(e["pid"])].gone = True
     walls: list[Any] = []
-    for e in bundle.events("pyspy"):
+    events = list(bundle.events("pyspy"))
+    if recent_windows is not None:  # the live view: the last few windows per process
+        kept: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+        for e in events:
+            kept.setdefault((e.get("pid"), e.get("mode")), []).append(e)
+        events = [e for group in kept.values() for e in group[-recent_windows:]]
+    for e in events:
         c = collected.get(int(e.get("pid", -1)))
         if c is None:
             continue
@@ -663,8 +669,11 @@ def _run_section(bundle: Bundle) -> dict[str, Any]:
     }
 
 
-def analyse(bundle: Bundle) -> Report:
-    """The ranked report of one bundle (pure: reads only the bundle)."""
+def analyse(bundle: Bundle, *, recent_windows: int | None = None) -> Report:
+    """The ranked report of one bundle (pure: reads only the bundle).
+
+    ``recent_windows``: profile only the last N py-spy windows per process (the live view
+    of a long run: bounded memory and time); the report itself uses every window."""
     run = _run_section(bundle)
     start, end = measured_window(bundle)
     notes: list[str] = []
@@ -675,7 +684,9 @@ def analyse(bundle: Bundle) -> Report:
         )
     load, findings = load_section(bundle, bundle.started_at)
     counts = request_counts(bundle, start, end)
-    processes, prof_findings, hotspots, prof_notes, windows = profiler_section(bundle, start)
+    processes, prof_findings, hotspots, prof_notes, windows = profiler_section(
+        bundle, start, recent_windows
+    )
     walls = [w for w in windows if w.mode == "wall"]
     database, db_findings, plans, db_notes, samples = db_section(bundle, counts)
     findings += prof_findings + db_findings
@@ -727,8 +738,11 @@ def write_reports(
     return written
 
 
-def live_view(bundle: Bundle, ctx: SessionContext) -> LiveSnapshot:
+def live_view(bundle: Bundle, ctx: SessionContext, *, final: bool = False) -> LiveSnapshot:
+    """The live view: while running, profiles of the last two minutes (24 windows of 5 s);
+    once the run is over (``final``), exactly the report's analysis."""
     from diag.liveview import snapshot_from
 
-    snapshot: LiveSnapshot = snapshot_from(analyse(bundle), bundle, ctx)
+    report = analyse(bundle, recent_windows=None if final else 24)
+    snapshot: LiveSnapshot = snapshot_from(report, bundle, ctx)
     return snapshot

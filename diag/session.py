@@ -339,12 +339,12 @@ class LiveSession:
             started = time.thread_time()
             self._refresh(live_view)
             interval = max(self.analyse_every_s, 30 * (time.thread_time() - started))
-        self._refresh(live_view)
+        self._refresh(live_view, final=True)
 
-    def _refresh(self, live_view: Callable[..., LiveSnapshot]) -> None:
+    def _refresh(self, live_view: Callable[..., LiveSnapshot], final: bool = False) -> None:
         ctx = self.session.ctx
         try:
-            snap = live_view(Bundle(ctx.bundle.path), ctx)
+            snap = live_view(Bundle(ctx.bundle.path), ctx, final=final)
         except Exception as exc:
             ctx.notice(f"analysis: {_one_line(exc)}")
             return
