@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,3 @@ def from_args(args: argparse.Namespace, **defaults: Any) -> RunConfig:
     except TypeError as exc:
         raise UsageError(f"invalid configuration: {exc}") from None
     return config.validate()
-
-
-def with_(config: RunConfig, **changes: Any) -> RunConfig:
-    return replace(config, **changes)

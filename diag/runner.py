@@ -8,6 +8,7 @@ reports from what was collected.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -15,17 +16,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diag.analysis import analyse, write_reports
 from diag.bundle import Bundle, BundleWriter
-from diag.config import RunConfig
+from diag.config import RunConfig, from_args
 from diag.render import render
 from diag.session import LiveSession, ProbeTask, Progress, Session
 from probes.errors import DiagError, PrerequisiteError
-from probes.redact import redact_dsn
 from probes.targets import Launched, Target, is_launch_spec, launch, resolve
 
 
@@ -219,12 +219,28 @@ def _stderr_to(log: Path) -> Iterator[None]:
         terminal.close()
 
 
-def describe_dsn(dsn: str | None) -> str:
-    return redact_dsn(dsn) if dsn else "-"
+def run_from_args(args: argparse.Namespace, command: str, *, tui: bool | None) -> int:
+    """``run`` / ``tui``: configuration, targets, prerequisites, then the session.
+    ``tui=None``: the dashboard when on a terminal and not ``--headless``."""
+    config = from_args(args)
+    prep = resolve_targets(config)
+    try:
+        check_prerequisites(prep)
+    except BaseException:
+        for item in prep.launched:
+            item.stop()
+        raise
+    if tui is None:
+        tui = not config.headless and interactive() and _has_tui()
+    return run_session(prep, command, tui=tui)
 
 
-def with_demo(config: RunConfig, **changes: Any) -> RunConfig:
-    return replace(config, **changes)
+def _has_tui() -> bool:
+    try:
+        import tui.app  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def interactive() -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from diag.config import add_run_options, from_args
-from diag.runner import check_prerequisites, resolve_targets, run_session
+from diag.config import add_run_options
+from diag.runner import run_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -13,12 +13,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = from_args(args)
-    prep = resolve_targets(config)
-    try:
-        check_prerequisites(prep)
-    except BaseException:
-        for item in prep.launched:
-            item.stop()
-        raise
-    return run_session(prep, "tui", tui=True)
+    return run_from_args(args, "tui", tui=True)
