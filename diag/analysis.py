@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diag import attribution, contention
+from diag import attribution, callsites, contention
 from diag import load as load_analysis
 from diag.bundle import Bundle
 from diag.findings import Finding, rank
@@ -602,15 +602,6 @@ def _plan_tree(plan: Any) -> str:
     return "\n".join(lines)
 
 
-def statement_handlers(bundle: Bundle) -> dict[int, Counter[str]]:
-    """queryid -> the route handlers its call-site dumps ran under."""
-    out: dict[int, Counter[str]] = {}
-    for e in bundle.events("callsites"):
-        if e.get("queryid") is not None and e.get("handler"):
-            out.setdefault(int(e["queryid"]), Counter())[str(e["handler"])] += 1
-    return out
-
-
 # ---- KPI queries -------------------------------------------------------------------------
 
 
@@ -697,10 +688,10 @@ def analyse(bundle: Bundle, *, recent_windows: int | None = None) -> Report:
     findings = attribution.attach_endpoints(
         findings,
         attribution.handlers_by_function(windows),
-        statement_handlers(bundle),
+        callsites.statement_handlers(bundle.events("callsites")),
         load,
     )
-    findings = contention.attach_callsites(findings, bundle.events("callsites"))
+    findings = callsites.attach_callsites(findings, bundle.events("callsites"))
     for e in bundle.events("notices"):
         text = str(e.get("text", ""))
         if text and text not in notes:

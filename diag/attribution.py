@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from diag.dbanalysis import n_plus_one_at
 from diag.findings import Finding
 from diag.hotspots import fold_stack, frame_info, frame_label
 
@@ -142,8 +143,10 @@ def attach_endpoints(
                     "requests": row.get("requests"),
                 })  # fmt: skip
             if explained:
+                if f.kind == "n_plus_one":
+                    f = n_plus_one_at(f, explained[0]["endpoint"])
                 loc = f.location
-                if loc.endpoint is None or f.kind == "n_plus_one":
+                if loc.endpoint is None:
                     loc = dataclasses.replace(loc, endpoint=explained[0]["endpoint"])
                 f = dataclasses.replace(
                     f, location=loc, evidence={**f.evidence, "explains_latency_of": explained}

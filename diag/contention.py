@@ -12,13 +12,12 @@
   loop) shows as ``idle``/``ClientRead`` on the server side, so the database's own
   ``active`` count hides a starved pool of a chatty client. Spare pooled connections sit
   idle for much longer (seconds).
-- ``attach_callsites``: which Python call site issued a statement (pg_stat_activity's
-  client port matched to a target's socket, then a stack sample of that process).
+
+Which Python call site issued a statement is ``diag.callsites``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -223,26 +222,3 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
         if key not in best or f.score > best[key].score:
             best[key] = f
     return list(best.values())
-
-
-def attach_callsites(findings: list[Finding], events: Iterable[Mapping[str, Any]]) -> list[Finding]:
-    """Add the Python call site that issued each statement, where one was caught."""
-    sites: dict[int, Counter[str]] = defaultdict(Counter)
-    procs: dict[int, str] = {}
-    for e in events:
-        if e.get("queryid") is None or not e.get("site"):
-            continue
-        sites[int(e["queryid"])][str(e["site"])] += 1
-        procs[int(e["queryid"])] = str(e.get("process", ""))
-    out = []
-    for f in findings:
-        qid = f.location.queryid
-        if qid is not None and qid in sites:
-            site, hits = sites[qid].most_common(1)[0]
-            evidence = {**f.evidence, "issued_from": site, "issued_from_samples": hits}
-            loc = f.location
-            if loc.code is None:
-                loc = dataclasses.replace(loc, code=site, process=loc.process or procs[qid])
-            f = dataclasses.replace(f, evidence=evidence, location=loc)
-        out.append(f)
-    return out

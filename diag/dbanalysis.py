@@ -14,6 +14,7 @@ health, and then ``analyze_window``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -559,57 +560,78 @@ def _n_plus_one(
             continue  # N+1 is a query repeated per parent row: not BEGIN/COMMIT/UPDATE/SET
         share = s.total_exec_ms / db_time if db_time else 0.0
         ev = _evidence(s, share, window)
+        location = Location(queryid=s.queryid, sql=_location(s, texts).sql)
         if counts:
             per_endpoint = {e: s.calls / r for e, r in counts.items()}
             candidates = {e: k for e, k in per_endpoint.items() if k >= th.n_plus_one_per_request}
             if not candidates:
                 continue
-            # the busiest endpoint that would have to run it >= N times per request
-            endpoint = max(candidates, key=lambda e: counts[e])
-            per_request = candidates[endpoint]
-            basis = (
-                f"{s.calls} calls against {counts[endpoint]} requests of {endpoint} in the window"
-            )
             ev |= {
-                "endpoint": endpoint,
-                "calls_per_request": round(per_request, 2),
                 "calls_per_request_if_from": {e: round(k, 2) for e, k in candidates.items()},
                 "requests_in_window": total_requests,
             }
-            title_where = f"{per_request:,.1f}x per request of {endpoint}"
+            # the busiest endpoint that would have to run it >= N times per request (a
+            # statement's call site, once caught, names the real one: ``n_plus_one_at``)
+            endpoint = max(candidates, key=lambda e: counts[e])
+            out.append(_n_plus_one_finding(_short(texts, s.queryid), location, ev, endpoint, th))
         else:
             rate = s.calls / window.seconds
             if rate < th.n_plus_one_calls_per_s:
                 continue
-            per_request = th.n_plus_one_per_request
-            endpoint = None
-            basis = f"{rate:,.0f} calls/s of a cheap statement (no request counts: call rate only)"
-            title_where = f"{rate:,.0f} calls/s"
-        recover = 1 - 1 / per_request
-        out.append(
-            Finding(
-                kind="n_plus_one",
-                title=f"N+1 pattern ({title_where}): {_short(texts, s.queryid)}",
-                score=100 * share * recover,
-                score_explanation=(
-                    f"the statement took {share:.1%} of database time; fetching the rows in one "
-                    f"query per request could save {recover:.0%} of it ({basis}); the round "
-                    "trips saved in the application are not counted"
-                ),
-                recommendation=(
-                    "batch the lookups: one query with WHERE key = ANY($1) (or a JOIN) per "
-                    "request instead of one query per item"
-                ),
-                location=Location(
-                    queryid=s.queryid,
-                    sql=_location(s, texts).sql,
-                    endpoint=endpoint,
-                ),
-                evidence=ev,
-                source=SOURCE,
-            )
-        )
+            out.append(_n_plus_one_finding(_short(texts, s.queryid), location, ev, None, th))
     return out
+
+
+def _n_plus_one_finding(
+    short: str,
+    location: Location,
+    ev: Mapping[str, Any],
+    endpoint: str | None,
+    th: DbThresholds | None = None,
+) -> Finding:
+    share = float(ev["share_of_db_time"])
+    if endpoint is not None:
+        per_request = float(ev["calls_per_request_if_from"][endpoint])
+        requests = round(ev["calls"] / per_request) if per_request else 0
+        basis = f"{ev['calls']} calls against {requests} requests of {endpoint} in the window"
+        title_where = f"{per_request:,.1f}x per request of {endpoint}"
+        ev = {**ev, "endpoint": endpoint, "calls_per_request": per_request}
+    else:
+        per_request = (th or DbThresholds()).n_plus_one_per_request  # assumed
+        rate = float(ev["calls_per_s"])
+        basis = f"{rate:,.0f} calls/s of a cheap statement (no request counts: call rate only)"
+        title_where = f"{rate:,.0f} calls/s"
+    recover = 1 - 1 / per_request
+    return Finding(
+        kind="n_plus_one",
+        title=f"N+1 pattern ({title_where}): {short}",
+        score=100 * share * recover,
+        score_explanation=(
+            f"the statement took {share:.1%} of database time; fetching the rows in one "
+            f"query per request could save {recover:.0%} of it ({basis}); the round "
+            "trips saved in the application are not counted"
+        ),
+        recommendation=(
+            "batch the lookups: one query with WHERE key = ANY($1) (or a JOIN) per "
+            "request instead of one query per item"
+        ),
+        location=dataclasses.replace(location, endpoint=endpoint),
+        evidence=ev,
+        source=SOURCE,
+    )
+
+
+def n_plus_one_at(f: Finding, endpoint: str) -> Finding:
+    """The same N+1 finding placed on ``endpoint`` -- the one its call site's route
+    handler names -- with its figures recomputed for that endpoint's requests. Unchanged
+    when that endpoint could not have run the statement often enough per request."""
+    if f.kind != "n_plus_one" or f.location.endpoint == endpoint:
+        return f
+    if endpoint not in (f.evidence.get("calls_per_request_if_from") or {}):
+        return f
+    short = one_line(f.location.sql, 60) if f.location.sql else f"queryid {f.location.queryid}"
+    placed = _n_plus_one_finding(short, f.location, f.evidence, endpoint)
+    return dataclasses.replace(placed, evidence={**f.evidence, **placed.evidence})
 
 
 def _root_blocker(pid: int, graph: Mapping[int, tuple[int, ...]]) -> int:

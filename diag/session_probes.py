@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -366,6 +365,7 @@ class PostgresProbe(ProbeTask):
         self._last_callsite = 0.0
         self._owners: dict[int, Target] = {}
         self._owners_at = 0.0
+        self._shapes: dict[int, Any] = {}  # queryid -> diag.callsites.Shape of its text
 
     async def start(self, ctx: SessionContext) -> None:
         from probes.postgres import WindowCollector
@@ -423,40 +423,56 @@ class PostgresProbe(ProbeTask):
             texts = self.collector._link.call(lambda conn: fetch_texts(conn, new))
         except Exception:
             return
+        from diag.callsites import Shape
+
         for text in texts.values():
             ctx.bundle.emit("pg_texts", text)
+            if not text.is_probe:
+                self._shapes[text.queryid] = Shape.of(text.query)
         self._texts_seen |= set(texts)
 
     async def _callsites(self, ctx: SessionContext, sample: Any) -> None:
-        """Every few seconds: an active statement whose client port belongs to a target
-        process → one non-blocking stack dump of that process → the issuing frame."""
-        if time.time() - self._last_callsite < 3 or not self.targets:
+        """Every two seconds: the target processes holding database sessions (client port
+        -> socket owner) -> one non-blocking ``py-spy dump --locals`` of each -> the
+        statement each database client call is sending, matched to its queryid
+        (``diag.callsites``) and recorded with its call site and route handler."""
+        from diag.callsites import client_calls, match_statement, session_shapes
+        from probes.pyspy import dump_threads
+
+        if time.time() - self._last_callsite < 2 or not self.targets:
             return
         self._last_callsite = time.time()
-        active = [s for s in sample.sessions if s.active and s.client_port and s.query_id]
-        if not active:
-            return
         if time.time() - self._owners_at > 15:  # reading sockets is not free
             self._owners = await asyncio.to_thread(_port_owners, self.targets)
             self._owners_at = time.time()
-        owners = self._owners
-        for s in active:
-            target = owners.get(int(s.client_port))
-            if target is None:
-                continue
-            site = await asyncio.to_thread(_dump_site, target.pid)
-            if site:
+        by_pid: dict[int, list[Any]] = {}
+        for s in sample.sessions:
+            target = self._owners.get(int(s.client_port)) if s.client_port else None
+            if target is not None:
+                by_pid.setdefault(target.pid, []).append(s)
+        targets = {t.pid: t for t in self.targets}
+        for pid, sessions in by_pid.items():
+            threads = await asyncio.to_thread(dump_threads, pid, with_locals=True)
+            live = session_shapes(sessions)
+            for call in client_calls(threads):
+                qid = match_statement(call, live)
+                if qid is None:
+                    qid = match_statement(call, self._shapes)
+                if qid is None:
+                    continue
                 ctx.bundle.emit(
                     "callsites",
                     {
-                        "queryid": s.query_id,
-                        "pid": target.pid,
-                        "process": target.label,
-                        "site": site,
-                        "client_port": s.client_port,
+                        "queryid": qid,
+                        "pid": pid,
+                        "process": targets[pid].label if pid in targets else str(pid),
+                        "site": call.site,
+                        "handler": call.handler,
+                        "client_port": next(
+                            (s.client_port for s in sessions if s.query_id == qid), None
+                        ),
                     },
                 )
-            return
 
     async def stop(self, ctx: SessionContext) -> None:
         if self.collector is None:
@@ -559,33 +575,3 @@ def _port_owners(targets: list[Target]) -> dict[int, Target]:
         except (psutil.Error, OSError):
             continue
     return owners
-
-
-def _dump_site(pid: int) -> str | None:
-    """The deepest application frame of a thread inside a database client call."""
-    import json as _json
-
-    from diag.hotspots import frame_info, frame_label
-    from probes.pyspy import pyspy_path
-
-    try:
-        proc = subprocess.run(
-            [pyspy_path(), "dump", "--pid", str(pid), "--json", "--nonblocking"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        threads = _json.loads(proc.stdout or "[]")
-    except (subprocess.SubprocessError, ValueError, OSError, DiagError):
-        return None
-    for thread in threads:
-        frames = thread.get("frames") or []  # innermost first
-        files = [str(f.get("filename", "")) for f in frames]
-        if not any("psycopg" in f or "asyncpg" in f for f in files):
-            continue
-        for f in frames:
-            path = str(f.get("filename", ""))
-            if path and frame_info(path).origin == "app":
-                return frame_label((str(f.get("name", "?")), path, int(f.get("line", 0))))
-    return None

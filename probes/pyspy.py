@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from probes.errors import PrerequisiteError
 
@@ -157,6 +158,26 @@ def explain_failure(stderr: str, pid: int) -> str:
         return f"PID {pid} does not look like a Python process (py-spy found no interpreter)"
     lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
     return f"py-spy failed on PID {pid}: {lines[-1] if lines else 'no output'}"
+
+
+def dump_threads(
+    pid: int, *, with_locals: bool = False, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """One non-blocking ``py-spy dump --json`` of a process: its threads, frames
+    innermost first (with each frame's locals as py-spy shows them when
+    ``with_locals``). An empty list when the dump fails: callers sample, they do not
+    depend on one dump."""
+    import json
+
+    cmd = [pyspy_path(), "dump", "--pid", str(pid), "--json", "--nonblocking"]
+    if with_locals:
+        cmd.append("--locals")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        threads = json.loads(proc.stdout or "[]")
+    except (subprocess.SubprocessError, ValueError, OSError):
+        return []
+    return [t for t in threads if isinstance(t, dict)] if isinstance(threads, list) else []
 
 
 class PySpyRecorder:
