@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,9 +257,7 @@ def _read_capture(path: str, mtime_ns: int, size: int, pid: int) -> Any:
     (leak suspects need 256 KiB of growth): a busy window has thousands of tiny ones."""
     from probes.memray import read_capture
 
-    capture = read_capture(Path(path), pid)
-    kept = tuple(loc for loc in capture.locations if max(loc.live_bytes, default=0) >= 64 << 10)
-    return dataclasses.replace(capture, locations=kept)
+    return read_capture(Path(path), pid, min_peak_bytes=64 << 10)
 
 
 def _identity(path: Path) -> tuple[str, int, int]:
@@ -479,16 +477,46 @@ def _memory_verdict(verdicts: Iterable[Any]) -> str:
 # ---- database ----------------------------------------------------------------------------
 
 
+def _recent(events: Iterable[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
+    """The events of the last ``seconds`` before the newest one (streamed: a long run's
+    stream is never held whole)."""
+    kept: deque[dict[str, Any]] = deque()
+    for e in events:
+        kept.append(e)
+        newest = float(e.get("t") or 0.0)
+        while float(kept[0].get("t") or 0.0) < newest - seconds:
+            kept.popleft()
+    return list(kept)
+
+
 def db_section(
-    bundle: Bundle, counts: Mapping[str, int]
+    bundle: Bundle, counts: Mapping[str, int], recent_s: float | None = None
 ) -> tuple[dict[str, Any] | None, list[Finding], list[dict[str, Any]], list[str], list[Any]]:
-    """(database section, findings, plans, notes, activity samples)."""
+    """(database section, findings, plans, notes, activity samples).
+
+    ``recent_s`` (the live view of a running session): activity samples and the database
+    timeline of the last ``recent_s`` seconds only, statements from the first snapshot to
+    the latest, so each refresh costs the same however long the run has lasted."""
     from diag.dbanalysis import analyze_window, summarize_waits
     from probes.postgres.activity import ActivitySample
     from probes.postgres.statements import StatementSnapshot, StatementText, diff, timeline
 
-    snapshots = [StatementSnapshot.from_json(e) for e in bundle.events("pg_statements")]
-    samples = [ActivitySample.from_json(e) for e in bundle.events("pg_activity")]
+    if recent_s is None:
+        snapshots = [StatementSnapshot.from_json(e) for e in bundle.events("pg_statements")]
+        samples = [ActivitySample.from_json(e) for e in bundle.events("pg_activity")]
+        recent = snapshots
+    else:
+        first = next(iter(bundle.events("pg_statements")), None)
+        recent = [
+            StatementSnapshot.from_json(e)
+            for e in _recent(bundle.events("pg_statements"), recent_s)
+        ]
+        snapshots = list(recent)
+        if first is not None and recent and recent[0].taken_at != first.get("taken_at"):
+            snapshots.insert(0, StatementSnapshot.from_json(first))
+        samples = [
+            ActivitySample.from_json(e) for e in _recent(bundle.events("pg_activity"), recent_s)
+        ]
     if not snapshots and not samples:
         return None, [], [], [], []
     notes: list[str] = []
@@ -496,8 +524,8 @@ def db_section(
     for e in bundle.events("pg_report"):
         final = e
     db_timeline = (
-        [(round(p.t, 2), round(p.db_time_ms_per_s, 2)) for p in timeline(snapshots)]
-        if len(snapshots) > 1
+        [(round(p.t, 2), round(p.db_time_ms_per_s, 2)) for p in timeline(recent)]
+        if len(recent) > 1
         else []
     )
     if final is not None:
@@ -660,11 +688,14 @@ def _run_section(bundle: Bundle) -> dict[str, Any]:
     }
 
 
-def analyse(bundle: Bundle, *, recent_windows: int | None = None) -> Report:
+def analyse(
+    bundle: Bundle, *, recent_windows: int | None = None, recent_s: float | None = None
+) -> Report:
     """The ranked report of one bundle (pure: reads only the bundle).
 
-    ``recent_windows``: profile only the last N py-spy windows per process (the live view
-    of a long run: bounded memory and time); the report itself uses every window."""
+    ``recent_windows``: profile only the last N py-spy windows per process; ``recent_s``:
+    database activity and timeline of the last N seconds only. Both are for the live view
+    of a long run (bounded memory and time per refresh); the report itself uses it all."""
     run = _run_section(bundle)
     start, end = measured_window(bundle)
     notes: list[str] = []
@@ -679,7 +710,7 @@ def analyse(bundle: Bundle, *, recent_windows: int | None = None) -> Report:
         bundle, start, recent_windows
     )
     walls = [w for w in windows if w.mode == "wall"]
-    database, db_findings, plans, db_notes, samples = db_section(bundle, counts)
+    database, db_findings, plans, db_notes, samples = db_section(bundle, counts, recent_s)
     findings += prof_findings + db_findings
     notes += prof_notes + db_notes
     findings += contention.event_loop_findings(walls)
@@ -729,11 +760,19 @@ def write_reports(
     return written
 
 
+LIVE_WINDOWS = 24  # the live view profiles the last 24 py-spy windows (2 min of 5 s)
+
+
 def live_view(bundle: Bundle, ctx: SessionContext, *, final: bool = False) -> LiveSnapshot:
-    """The live view: while running, profiles of the last two minutes (24 windows of 5 s);
-    once the run is over (``final``), exactly the report's analysis."""
+    """The live view: while running, profiles and database activity of the last two
+    minutes (24 windows of 5 s); once the run is over (``final``), exactly the report's
+    analysis."""
     from diag.liveview import snapshot_from
 
-    report = analyse(bundle, recent_windows=None if final else 24)
+    report = (
+        analyse(bundle)
+        if final
+        else analyse(bundle, recent_windows=LIVE_WINDOWS, recent_s=LIVE_WINDOWS * 5.0)
+    )
     snapshot: LiveSnapshot = snapshot_from(report, bundle, ctx)
     return snapshot

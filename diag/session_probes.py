@@ -317,7 +317,9 @@ class MemrayProbe(ProbeTask):
                     await asyncio.to_thread(rec.stop)
                     deadline = time.monotonic() + 30
                 await asyncio.sleep(1.0)
-            window = await asyncio.to_thread(rec.result)
+            # the report reads the capture (once, cached); reading it here too would
+            # double the CPU and the peak memory of the diag process
+            window = await asyncio.to_thread(rec.result, False)
             ctx.bundle.emit("memray", window)
             if window.error:
                 ctx.set_health(self.name, "degraded", f"{target.label}: {window.error}")
@@ -371,7 +373,10 @@ class PostgresProbe(ProbeTask):
         from probes.postgres import WindowCollector
 
         self.collector = WindowCollector(
-            self.dsn, sample_interval_s=ctx.config.ash_interval, snapshot_interval_s=5.0
+            self.dsn,
+            sample_interval_s=ctx.config.ash_interval,
+            snapshot_interval_s=5.0,
+            keep=False,  # every record goes to the bundle; _diagnose reads them back
         )
         first = await asyncio.to_thread(self.collector.start)
         ctx.bundle.emit("pg_statements", first)
@@ -413,10 +418,10 @@ class PostgresProbe(ProbeTask):
         from probes.postgres.statements import fetch_texts
 
         self._last_texts = time.time()
-        snaps = self.collector._snapshots
-        if not snaps:
+        latest = self.collector.latest
+        if latest is None:
             return
-        new = {s.queryid for s in snaps[-1].statements} - self._texts_seen
+        new = {s.queryid for s in latest.statements} - self._texts_seen
         if not new:
             return
         try:
@@ -493,6 +498,8 @@ class PostgresProbe(ProbeTask):
         from diag.plans import JsonlogPlans
         from probes import pgconn
         from probes.postgres import jsonlog_path
+        from probes.postgres.activity import ActivitySample
+        from probes.postgres.statements import StatementSnapshot
         from probes.postgres.window import WindowData
         from probes.redact import redact_dsn
 
@@ -501,12 +508,17 @@ class PostgresProbe(ProbeTask):
         for e in bundle.events("session"):
             if e.get("phase") == "measuring":
                 start = float(e["t"])
-        snaps = list(data.snapshots)
+        # the collector keeps no history (runs can last hours): read the window back
+        snaps = [StatementSnapshot.from_json(e) for e in bundle.events("pg_statements")]
+        samples = tuple(ActivitySample.from_json(e) for e in bundle.events("pg_activity"))
+        snaps.sort(key=lambda s: s.taken_at)
+        if not snaps:
+            snaps = list(data.snapshots)
         if start is not None:  # measure from the snapshot taken at the window's start
             measured = [s for s in snaps if s.taken_at >= start - 1.0]
             if len(measured) >= 2:
                 snaps = measured
-        window = WindowData(tuple(snaps), data.samples, data.reconnects, data.notes)
+        window = WindowData(tuple(snaps), samples, data.reconnects, data.notes)
         counts = request_counts(bundle, start, None)
         with pgconn.connect(self.dsn, statement_timeout_ms=15000) as conn:
             path = self.jsonlog or jsonlog_path(conn)

@@ -283,8 +283,10 @@ class MemrayRecorder:
                 check=False,
             )
 
-    def result(self) -> MemrayWindow:
-        """Read the capture (seconds of CPU on big captures: call from a thread)."""
+    def result(self, read: bool = True) -> MemrayWindow:
+        """Move the capture into ``out_dir`` and read it (seconds of CPU on big captures:
+        call from a thread). ``read=False``: only move it, for a caller that analyses the
+        file later (a Session's report reads it once, itself)."""
         elapsed = time.time() - self._started
         if self._error is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -299,6 +301,8 @@ class MemrayRecorder:
                 self.pid, self.label, self._started, elapsed, None, f"no capture: {exc}"
             )
         shutil.rmtree(self._tmp, ignore_errors=True)
+        if not read:
+            return MemrayWindow(self.pid, self.label, self._started, elapsed, str(final), None)
         try:
             capture = read_capture(final, self.pid)
         except CaptureError as exc:
@@ -341,14 +345,16 @@ class CaptureError(Exception):
     """A capture file is missing, truncated or not a memray capture."""
 
 
-def read_capture(path: Path, pid: int = 0) -> MemrayCapture:
-    """Per-stack live bytes at each memory snapshot of a (non-aggregated) capture."""
+def read_capture(path: Path, pid: int = 0, min_peak_bytes: int = 0) -> MemrayCapture:
+    """Per-stack live bytes at each memory snapshot of a (non-aggregated) capture.
+
+    ``min_peak_bytes``: keep only the locations that ever held that much (a busy window
+    has thousands of tiny ones; records are streamed, so those are never all held)."""
     import memray
 
     try:
         reader = memray.FileReader(str(path))
         snaps = list(reader.get_memory_snapshots())
-        records = list(reader.get_temporal_allocation_records(merge_threads=True))
         meta = reader.metadata
     except Exception as exc:  # memray raises OSError / ValueError on bad files
         raise CaptureError(f"cannot read memray capture {path}: {exc}") from None
@@ -358,6 +364,10 @@ def read_capture(path: Path, pid: int = 0) -> MemrayCapture:
     times = tuple((s.time - t0) / 1000.0 for s in snaps)
     n = len(snaps)
     locations = []
+    try:
+        records = reader.get_temporal_allocation_records(merge_threads=True)
+    except Exception as exc:
+        raise CaptureError(f"cannot read memray capture {path}: {exc}") from None
     for rec in records:
         delta = [0] * (n + 1)
         allocations = 0
@@ -374,7 +384,7 @@ def read_capture(path: Path, pid: int = 0) -> MemrayCapture:
         for k in range(n):
             acc += delta[k]
             live.append(acc)
-        if not any(live):
+        if not any(live) or max(live) < min_peak_bytes:
             continue
         stack = tuple((str(f), str(p), int(ln)) for f, p, ln in rec.stack_trace())
         locations.append(LocationSeries(stack, tuple(live), allocations))

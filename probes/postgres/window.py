@@ -4,7 +4,9 @@ at its end, and activity samples in between.
 ``WindowCollector`` has the start()/poll()/stop() shape a Session drives from a thread:
 ``poll()`` does whatever is due (a sample, maybe a snapshot) and returns the new records,
 which the caller may write to JSONL as they come; ``stop()`` takes the last snapshot and
-returns everything as a ``WindowData``.
+returns everything as a ``WindowData``. A caller that writes the records away (a Session:
+runs can last hours) passes ``keep=False``: then only the first and the latest snapshot
+stay in memory and ``stop()`` returns just those.
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ class WindowCollector:
         sample_interval_s: float = 0.2,
         snapshot_interval_s: float = 5.0,
         all_databases: bool = False,
+        keep: bool = True,
     ) -> None:
+        self.keep = keep
         self.sample_interval_s = sample_interval_s
         self.snapshot_interval_s = snapshot_interval_s
         self._link = PgLink(dsn)
@@ -91,15 +95,26 @@ class WindowCollector:
         now = time.monotonic()
         if now >= self._next_sample:
             sample = self._link.call(self._activity.sample)
-            self._samples.append(sample)
+            if self.keep:
+                self._samples.append(sample)
             out.append(sample)
             self._next_sample = max(self._next_sample + self.sample_interval_s, now)
         if now >= self._next_snapshot:
             snap = self._link.call(self._statements.snapshot)
-            self._snapshots.append(snap)
+            self._add(snap)
             out.append(snap)
             self._next_snapshot = now + self.snapshot_interval_s
         return out
+
+    def _add(self, snap: StatementSnapshot) -> None:
+        if not self.keep and len(self._snapshots) > 1:
+            self._snapshots[-1] = snap  # the first and the latest
+        else:
+            self._snapshots.append(snap)
+
+    @property
+    def latest(self) -> StatementSnapshot | None:
+        return self._snapshots[-1] if self._snapshots else None
 
     def seconds_to_next(self) -> float:
         return max(0.0, min(self._next_sample, self._next_snapshot) - time.monotonic())
@@ -116,7 +131,7 @@ class WindowCollector:
             snap = self._link.call(self._statements.snapshot)
         finally:
             self._link.close()
-        self._snapshots.append(snap)
+        self._add(snap)
         if self._link.reconnects:
             self._notes.append(
                 f"reconnected {self._link.reconnects}x during the window (server restart?)"

@@ -56,11 +56,14 @@ def main() -> None:
     cpu0 = sum(ps.cpu_times()[:2])
     rss_1min = None
     rss = []
+    per_minute: list[float] = []  # RSS at each minute, MiB: does it level off?
     while time.monotonic() - start < minutes * 60 and proc.poll() is None:
         time.sleep(5)
         rss.append(ps.memory_info().rss)
         if rss_1min is None and time.monotonic() - start >= 60:
             rss_1min = rss[-1]
+        if time.monotonic() - start >= 60 * (len(per_minute) + 1):
+            per_minute.append(rss[-1] / 2**20)
     elapsed = time.monotonic() - start
     cpu = (sum(ps.cpu_times()[:2]) - cpu0) / elapsed * 100
     rss_end = rss[-1] if rss else 0
@@ -79,6 +82,7 @@ def main() -> None:
         f"   diag process RSS at end:   {rss_end / 2**20:6.1f} MiB"
         + (f"   (ratio end/1 min {rss_end / rss_1min:.2f})" if rss_1min else "")
     )
+    print("   RSS by minute (MiB):      " + " ".join(f"{m:.0f}" for m in per_minute))
     print(f"   exit code after q: {proc.returncode}")
     subprocess.run([sys.executable, "-m", "diag", "demo-target", "down", "--dir",
                     str(out / "standin")], capture_output=True, check=False)  # fmt: skip
