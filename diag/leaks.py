@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,22 @@ def theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     slope = _median(slopes)
     intercept = _median([yi - slope * xi for xi, yi in zip(x, y, strict=True)])
     return slope, intercept
+
+
+def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Ordinary least-squares slope.
+
+    >>> least_squares_slope([0, 1, 2, 3], [0, 0, 10, 10])
+    4.0
+    """
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
 def _median(values: list[float]) -> float:
@@ -137,8 +153,13 @@ def trend(
     min_growth: float,
     min_points: int = MIN_POINTS,
     min_span: float = 0.0,
+    sub_slope: Callable[[Sequence[float], Sequence[float]], float] | None = None,
 ) -> TrendTest:
-    """Is ``ys`` growing against ``xs`` (already past warm-up)?"""
+    """Is ``ys`` growing against ``xs`` (already past warm-up)?
+
+    ``sub_slope`` estimates each sub-window's growth (default: Theil–Sen, robust to the
+    outliers of a sampled RSS series)."""
+    sub = sub_slope or (lambda x, y: theil_sen(x, y)[0])
     n = len(xs)
     span = (xs[-1] - xs[0]) if n else 0.0
     if n < min_points or span <= 0 or span < min_span:
@@ -149,8 +170,7 @@ def trend(
     growth = slope * span
     size = n // SUBWINDOWS
     subs = tuple(
-        theil_sen(xs[k * size : (k + 1) * size], ys[k * size : (k + 1) * size])[0]
-        for k in range(SUBWINDOWS)
+        sub(xs[k * size : (k + 1) * size], ys[k * size : (k + 1) * size]) for k in range(SUBWINDOWS)
     )
     if p >= P_LEAK or slope <= 0 or growth < min_growth:
         return TrendTest("flat", slope, p, subs, n, span, growth, "no significant growth")
@@ -404,8 +424,27 @@ def _app_location(stack: Sequence[tuple[str, str, int]]) -> str:
     return frame_label(stack[0]) if stack else "<unknown>"
 
 
+def retained_floor(ys: Sequence[float]) -> list[float]:
+    """The bytes that stay live from each moment to the end of the window (the running
+    minimum from the right): a leak raises this floor, transient buffers that come and
+    go with requests do not, and a cache raises it only while it fills.
+
+    >>> retained_floor([0, 5, 1, 6, 2, 2])
+    [0, 1, 1, 2, 2, 2]
+    """
+    out = list(ys)
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = min(out[i], out[i + 1])
+    return out
+
+
 def memray_suspects(capture: MemrayCapture, min_growth: int = 256 << 10) -> list[Suspect]:
-    """Application locations ranked by growth of their live bytes (leaks first)."""
+    """Application locations ranked by growth of their live bytes (leaks first).
+
+    The trend test runs on each location's retained floor, with least-squares slopes per
+    sub-window: one location's floor moves in steps (one per retained allocation), and
+    the median pairwise slope of a stretch holding only a few steps is 0, which made a
+    steady leak of a few large objects look like "not every sub-window grows"."""
     n = len(capture.times)
     if n < 6:
         return []
@@ -430,7 +469,10 @@ def memray_suspects(capture: MemrayCapture, min_growth: int = 256 << 10) -> list
             out.append(Suspect(key, "flat", 0.0, ys[-1] - ys[0], series[-1], allocs[key],
                                (), 1.0, nstacks[key]))  # fmt: skip
             continue
-        test = trend(times, ys, min_growth=min_growth, min_points=6)
+        test = trend(
+            times, retained_floor(ys), min_growth=min_growth, min_points=6,
+            sub_slope=least_squares_slope,
+        )  # fmt: skip
         status = {"growing": "leak", "filling": "filling"}.get(test.status, "flat")
         out.append(
             Suspect(key, status, test.slope, ys[-1] - ys[0], series[-1], allocs[key],

@@ -171,3 +171,33 @@ def test_garbage_capture_is_a_clear_error(tmp_path: Path) -> None:
     truncated.write_bytes((FIX / "leaky.memray.bin").read_bytes()[:100])
     with pytest.raises(CaptureError):
         read_capture(truncated)
+
+
+def test_recorded_stand_in_window_stepwise_leak_is_a_leak() -> None:
+    """A real 6 s window on the stand-in: the chat store grows in ~60 KB steps (17
+    retained messages), so a 2 s stretch holds only a few steps; the request path's
+    transient buffers rise and fall. Only the chat store is a leak."""
+    from probes.memray import LocationSeries, MemrayCapture
+
+    doc = json.loads((FIX / "standin_chat_window.json").read_text())
+    cap = MemrayCapture(
+        pid=1,
+        path="standin",
+        times=tuple(doc["times"]),
+        rss=tuple(doc["rss"]),
+        heap=tuple(doc["heap"]),
+        locations=tuple(
+            LocationSeries(
+                tuple(tuple(f) for f in loc["stack"]),  # type: ignore[misc]
+                tuple(loc["live_bytes"]),
+                loc["allocations"],
+            )
+            for loc in doc["locations"]
+        ),
+    )
+    status = {s.location: s.status for s in memray_suspects(cap)}
+    assert status["post_chat_message (diag/demo/server.py:617)"] == "leak", status
+    assert status["fetch (diag/demo/server.py:197)"] != "leak", status  # rows in flight
+    assert [k for k, v in status.items() if v == "leak"] == [
+        "post_chat_message (diag/demo/server.py:617)"
+    ], status
