@@ -9,9 +9,9 @@ complete, interrupted and killed bundles alike: what is missing is said in ``not
 from __future__ import annotations
 
 import dataclasses
-import functools
+import threading
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,22 +242,53 @@ def _process_sample(e: Mapping[str, Any]) -> Any:
     return ProcessSample(**{k: v for k, v in e.items() if k in names})
 
 
-@functools.lru_cache(maxsize=256)
-def _read_collapsed(path: str, mtime_ns: int, size: int) -> Any:
-    """Parsed stacks, cached by file identity: the live view re-analyses every few seconds
-    and must not re-read a whole soak's windows each time."""
+class _PassCache:
+    """Parsed artefacts (py-spy windows, memray captures) by file identity, kept from one
+    analysis pass to the next and no longer: the live view re-analyses the same recent
+    windows every few seconds, so what the last pass did not read is stale. (An LRU by
+    count kept up to 256 stale windows of a long run: the live diag process grew by
+    ~50 MiB over its first five minutes before it levelled off.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._previous: dict[tuple[Any, ...], Any] = {}
+        self._current: dict[tuple[Any, ...], Any] = {}
+
+    def next_pass(self) -> None:
+        with self._lock:
+            self._previous, self._current = self._current, {}
+
+    def get(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._current:
+                return self._current[key]
+            if key in self._previous:
+                self._current[key] = self._previous.pop(key)
+                return self._current[key]
+        value = load()  # outside the lock: a capture takes seconds to read
+        with self._lock:
+            self._current[key] = value
+        return value
+
+
+_ARTEFACTS = _PassCache()
+
+
+def _read_collapsed(path: Path) -> Any:
     from probes.pyspy import read_collapsed
 
-    return read_collapsed(Path(path))
+    return _ARTEFACTS.get(("pyspy", *_identity(path)), lambda: read_collapsed(path))
 
 
-@functools.lru_cache(maxsize=64)
-def _read_capture(path: str, mtime_ns: int, size: int, pid: int) -> Any:
+def _read_capture(path: Path, pid: int) -> Any:
     """A capture, kept in memory with only the locations that ever held 64 KiB or more
     (leak suspects need 256 KiB of growth): a busy window has thousands of tiny ones."""
     from probes.memray import read_capture
 
-    return read_capture(Path(path), pid, min_peak_bytes=64 << 10)
+    return _ARTEFACTS.get(
+        ("memray", *_identity(path), pid),
+        lambda: read_capture(path, pid, min_peak_bytes=64 << 10),
+    )
 
 
 def _identity(path: Path) -> tuple[str, int, int]:
@@ -269,7 +300,7 @@ def _pyspy_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
     from probes.pyspy import PySpyWindow
 
     path = _local(bundle, e.get("path"), "pyspy")
-    stacks = _read_collapsed(*_identity(path)) if path is not None and not e.get("error") else None
+    stacks = _read_collapsed(path) if path is not None and not e.get("error") else None
     return PySpyWindow(
         pid=int(e["pid"]),
         label=str(e["label"]),
@@ -295,7 +326,7 @@ def _memray_window(bundle: Bundle, e: Mapping[str, Any]) -> Any:
     error = e.get("error")
     if path is not None and not error:
         try:
-            capture = _read_capture(*_identity(path), int(e["pid"]))
+            capture = _read_capture(path, int(e["pid"]))
         except CaptureError as exc:
             error = str(exc)
     return MemrayWindow(
@@ -696,6 +727,7 @@ def analyse(
     ``recent_windows``: profile only the last N py-spy windows per process; ``recent_s``:
     database activity and timeline of the last N seconds only. Both are for the live view
     of a long run (bounded memory and time per refresh); the report itself uses it all."""
+    _ARTEFACTS.next_pass()
     run = _run_section(bundle)
     start, end = measured_window(bundle)
     notes: list[str] = []

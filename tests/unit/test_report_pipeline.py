@@ -227,3 +227,22 @@ def test_memray_attach_step_is_not_read_as_growth() -> None:
     assert all(not 19.0 <= s.t <= 28.0 for s in fixed)
     assert {s.rss for s in fixed} == {100_000_000}
     assert {s.uss for s in fixed} == {100_000_000 - 10}
+
+
+def test_parsed_artefacts_live_one_analysis_pass_and_no_longer() -> None:
+    from diag.analysis import _PassCache
+
+    cache = _PassCache()
+    loads: list[str] = []
+
+    def get(key: str) -> str:
+        return str(cache.get((key,), lambda: loads.append(key) or key.upper()))
+
+    cache.next_pass()
+    assert [get("a"), get("b")] == ["A", "B"]
+    cache.next_pass()  # the next pass reads "a" again: no re-read; "b" is not read
+    assert get("a") == "A" and get("a") == "A"
+    cache.next_pass()
+    cache.next_pass()  # "b" went unread for a whole pass: dropped, read again when asked
+    assert get("b") == "B" and get("a") == "A"
+    assert loads == ["a", "b", "b", "a"]
