@@ -9,10 +9,13 @@ a week or more -> ~0). Each finding carries the sentence that explains its own s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any
+
+_FIGURES = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 class Severity(IntEnum):
@@ -111,12 +114,17 @@ class Finding:
         )
 
     def key(self) -> str:
-        """A stable identity across runs (for compare): kind + where."""
+        """A stable identity across runs (for compare): kind + where.
+
+        Without a statement, code location or endpoint the title is the anchor, with its
+        figures (shares, sizes, pids) masked: they change from run to run, the finding
+        does not.
+        """
         where = self.location
         anchor = (
             str(where.queryid)
             if where.queryid is not None
-            else where.code or where.endpoint or self.title
+            else where.code or where.endpoint or _FIGURES.sub("#", self.title)
         )
         return f"{self.kind}:{anchor}"
 

@@ -92,6 +92,15 @@ def test_findings_rank_and_round_trip() -> None:
     assert slow.key() == "slow_query:42"
 
 
+def test_key_without_a_location_ignores_the_figures_in_the_title() -> None:
+    def starved(share: int) -> Finding:
+        title = f"archon-server: all 2 pooled connections in use {share}% of the time"
+        return Finding("pool_starvation", title, 20.0, "", "", Location(process="x"))
+
+    assert starved(83).key() == starved(61).key()
+    assert starved(83).key() != Finding("db_health", "Cache hit ratio 96.5%", 1.0, "", "").key()
+
+
 def test_handler_of_finds_the_routed_application_function() -> None:
     site = "/venv/lib/python3.11/site-packages"
     stack = (
