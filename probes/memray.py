@@ -4,7 +4,7 @@
 --duration N --trace-python-allocators PID`` (gdb injects memray into the target, which
 then writes FILE itself, so FILE lives in a private directory the target's user can
 write), ``poll()`` is true once the capture is finalized, ``stop()`` detaches early,
-``result()`` reads it back (``read_capture``: CPU work, call it from a thread) and moves
+``result()`` reads it back (``read_capture``, in a child process; call it from a thread) and moves
 the capture into ``out_dir``. ``record_window`` is the asyncio form.
 
 ``read_capture`` turns memray's temporal records into per-location live-byte series
@@ -349,7 +349,36 @@ def read_capture(path: Path, pid: int = 0, min_peak_bytes: int = 0) -> MemrayCap
     """Per-stack live bytes at each memory snapshot of a (non-aggregated) capture.
 
     ``min_peak_bytes``: keep only the locations that ever held that much (a busy window
-    has thousands of tiny ones; records are streamed, so those are never all held)."""
+    has thousands of tiny ones). The capture is read in a child process
+    (``probes.memray_reader``), which hands back only the compact series: memray's reader
+    holds every record while it runs (~15 s of CPU, tens of MiB for a busy 6 s window),
+    and in a long-lived diag process, with other threads allocating meanwhile, that
+    peak stayed behind as fragmented heap (+19 MiB in the live demo) and the read held
+    the GIL away from the TUI."""
+    import pickle
+
+    import probes
+
+    root = str(Path(probes.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "probes.memray_reader", str(path), str(pid),
+             str(min_peak_bytes)],
+            capture_output=True, env=env, check=False,
+        )  # fmt: skip
+    except OSError as exc:
+        raise CaptureError(f"cannot read memray capture {path}: {exc}") from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        why = lines[-1] if lines else f"reader exited with {done.returncode}"
+        raise CaptureError(why.removeprefix("CaptureError: "))
+    capture: MemrayCapture = pickle.loads(done.stdout)
+    return capture
+
+
+def read_capture_here(path: Path, pid: int = 0, min_peak_bytes: int = 0) -> MemrayCapture:
+    """``read_capture`` in this process (the child's side)."""
     import memray
 
     try:
@@ -389,7 +418,6 @@ def read_capture(path: Path, pid: int = 0, min_peak_bytes: int = 0) -> MemrayCap
         stack = tuple((str(f), str(p), int(ln)) for f, p, ln in rec.stack_trace())
         locations.append(LocationSeries(stack, tuple(live), allocations))
     del records, reader
-    _give_back_freed_memory()
     duration = (meta.end_time - meta.start_time).total_seconds()
     return MemrayCapture(
         pid=pid or int(meta.pid or 0),
@@ -402,17 +430,6 @@ def read_capture(path: Path, pid: int = 0, min_peak_bytes: int = 0) -> MemrayCap
         peak_memory=int(meta.peak_memory),
         duration=max(duration, times[-1]),
     )
-
-
-def _give_back_freed_memory() -> None:
-    """Return the reader's freed heap to the system: memray's reader builds every record
-    in native memory (~40 MiB for a busy 6 s window) and glibc keeps it after it is freed,
-    which would leave a long-lived diag process at that high-water mark for good."""
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 async def record_window(
