@@ -13,7 +13,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from diag import attribution, callsites, contention
 from diag import load as load_analysis
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from diag.session import SessionContext
     from probes.locust import LoadResult
 
+
+T = TypeVar("T")
 
 # ---- reading the bundle back -------------------------------------------------------------
 
@@ -508,16 +510,18 @@ def _memory_verdict(verdicts: Iterable[Any]) -> str:
 # ---- database ----------------------------------------------------------------------------
 
 
-def _recent(events: Iterable[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
-    """The events of the last ``seconds`` before the newest one (streamed: a long run's
-    stream is never held whole)."""
-    kept: deque[dict[str, Any]] = deque()
+def _recent(
+    events: Iterable[dict[str, Any]], seconds: float, convert: Callable[[dict[str, Any]], T]
+) -> list[T]:
+    """``convert`` of the events of the last ``seconds`` before the newest one (streamed:
+    a long run's stream is never held whole, nor the raw events of the last minutes)."""
+    kept: deque[tuple[float, T]] = deque()
     for e in events:
-        kept.append(e)
         newest = float(e.get("t") or 0.0)
-        while float(kept[0].get("t") or 0.0) < newest - seconds:
+        kept.append((newest, convert(e)))
+        while kept[0][0] < newest - seconds:
             kept.popleft()
-    return list(kept)
+    return [record for _, record in kept]
 
 
 def db_section(
@@ -538,16 +542,11 @@ def db_section(
         recent = snapshots
     else:
         first = next(iter(bundle.events("pg_statements")), None)
-        recent = [
-            StatementSnapshot.from_json(e)
-            for e in _recent(bundle.events("pg_statements"), recent_s)
-        ]
+        recent = _recent(bundle.events("pg_statements"), recent_s, StatementSnapshot.from_json)
         snapshots = list(recent)
         if first is not None and recent and recent[0].taken_at != first.get("taken_at"):
             snapshots.insert(0, StatementSnapshot.from_json(first))
-        samples = [
-            ActivitySample.from_json(e) for e in _recent(bundle.events("pg_activity"), recent_s)
-        ]
+        samples = _recent(bundle.events("pg_activity"), recent_s, ActivitySample.from_json)
     if not snapshots and not samples:
         return None, [], [], [], []
     notes: list[str] = []

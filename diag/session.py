@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import sys
 import threading
 import time
@@ -350,6 +352,7 @@ class LiveSession:
             return
         with self._snap_lock:
             self._snapshot = snap
+        _give_back_freed_memory()
 
     @property
     def done(self) -> bool:
@@ -416,3 +419,20 @@ class LiveSession:
     def close(self) -> None:
         self.session.request_stop("interrupted")
         self._thread.join(timeout=90)
+
+
+def _give_back_freed_memory() -> None:
+    """Return what an analysis pass freed to the system. A pass builds and drops tens of
+    MiB of short-lived records; glibc keeps freed memory for reuse, so every burst (the
+    memray window's pass, say) stayed in a long-lived live process's RSS for good."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+        return trim
+    return None

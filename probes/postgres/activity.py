@@ -8,6 +8,7 @@ record exists.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -16,8 +17,11 @@ from typing import Any
 from probes.postgres._common import Conn, rows, server_info
 from probes.postgres.sqltext import one_line, redact_literals
 
+_SHARED_TEXT = ("datname", "usename", "application_name", "client_addr", "state",
+                "wait_event_type", "wait_event", "query")  # fmt: skip
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class SessionRow:
     """One client backend at sample time."""
 
@@ -47,7 +51,7 @@ class SessionRow:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActivitySample:
     """All client sessions at one moment (``t``: epoch seconds)."""
 
@@ -74,6 +78,11 @@ class ActivitySample:
         for s in data.get("sessions", []):
             s = dict(s)
             s["blockers"] = tuple(s.get("blockers") or ())
+            # a live view holds minutes of samples: share the few distinct texts (states,
+            # wait events, redacted queries) instead of a copy per session per sample
+            for key in _SHARED_TEXT:
+                if isinstance(s.get(key), str):
+                    s[key] = sys.intern(s[key])
             sessions.append(SessionRow(**s))
         return cls(
             t=float(data["t"]),
