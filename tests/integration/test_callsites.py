@@ -30,10 +30,14 @@ def test_call_site_of_an_n_plus_one_loop(pg_dsn: str) -> None:
         ports = {c.laddr.port for c in psutil.Process(proc.pid).net_connections("tcp") if c.raddr}
         sampler = ActivitySampler()
         with pgconn.connect(pg_dsn) as conn:
-            texts = conn.execute(
-                "SELECT queryid, query FROM pg_stat_statements "
-                "WHERE query LIKE '%%parent_id FROM generate_series%%'"
-            ).fetchall()
+            texts = []
+            deadline = time.monotonic() + 10  # another test may just have reset the stats
+            while not texts and time.monotonic() < deadline:
+                texts = conn.execute(
+                    "SELECT queryid, query FROM pg_stat_statements "
+                    "WHERE query LIKE '%%parent_id FROM generate_series%%'"
+                ).fetchall()
+                time.sleep(0.1)
             assert texts, "pg_stat_statements has not seen the loop's statement"
             loop_qid = int(texts[0][0])
             shapes = {int(q): Shape.of(str(t)) for q, t in texts}

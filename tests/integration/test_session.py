@@ -158,3 +158,49 @@ def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 5, lines
+
+
+def test_run_on_a_service_it_did_not_start(
+    pg_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running uvicorn app found by its port, the user's own locustfile, a --dsn."""
+    from diag.pgembed import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(root / "targets"), "asgi_app:app",
+         "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = tmp_path / "bundle"
+    try:
+        import httpx
+
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        code = cli.main(
+            ["run", "--headless", "--target", f"port:{port}", "--dsn", pg_dsn,
+             "--host", f"http://127.0.0.1:{port}",
+             "--locustfile", str(root / "fixtures" / "load" / "hot_locustfile.py"),
+             "--users", "2", "--spawn-rate", "2", "--warmup", "2s", "--duration", "8s",
+             "--no-memray", "--out", str(out)]
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(10)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["status"] == "complete"
+    assert [p["pid"] for p in report["processes"]] == [server.pid]
+    assert report["load"]["totals"]["requests"] > 20
+    assert {e["name"] for e in report["load"]["endpoints"]} == {"GET /hot"}
+    hot = [f for f in report["findings"] if f["kind"] == "cpu_hotspot"]
+    assert hot and (hot[0]["location"]["code"] or "").startswith("render_etag"), hot[:1]
+    assert report["database"], "the --dsn database was probed"
+    assert "password" not in (out / "manifest.json").read_text().lower()
