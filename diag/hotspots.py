@@ -3,7 +3,8 @@
 Pure functions over ``probes.pyspy.CollapsedStacks``:
 
 - ``fold``: framework plumbing (asyncio, uvicorn, starlette, anyio, fastapi,
-  concurrent.futures, threading, ...) is removed from each stack, and a sample's *self*
+  concurrent.futures, threading, ...) and the frames of comprehensions run inline by
+  their own function are removed from each stack, and a sample's *self*
   time lands on its deepest application frame (a call into ``json`` or ``re`` made by
   the app counts for the app function that made it; the callee is kept as evidence).
 - ``function_stats``: per function self and total sample shares with a 95 % Wilson
@@ -134,9 +135,31 @@ class FoldedSample:
     functions: tuple[tuple[str, str], ...]  # distinct (func, file) on the folded stack
 
 
+_COMPREHENSION = (".<genexpr>", ".<listcomp>", ".<dictcomp>", ".<setcomp>")
+
+
+def _inline_comprehension(frame: Frame, caller: Frame | None) -> bool:
+    """A comprehension's frame run by the function it is written in (``f.<locals>.<genexpr>``
+    under ``f``): its code is that function's code, as on Python 3.12+, where list, dict
+    and set comprehensions have no frame of their own."""
+    func = frame[0]
+    return (
+        caller is not None
+        and caller[1] == frame[1]
+        and func.endswith(_COMPREHENSION)
+        and func.rsplit(".<locals>.", 1)[0] == caller[0]
+    )
+
+
 def fold_stack(stack: Stack) -> FoldedSample | None:
-    """Drop plumbing; self time goes to the deepest application frame."""
-    kept = [f for f in stack if f[1] and not is_plumbing(f)]
+    """Drop plumbing and inline comprehensions; self time goes to the deepest application
+    frame."""
+    kept: list[Frame] = []
+    inline = False  # the leaf is an inline comprehension: its time is the function's own
+    for f in stack:
+        inline = _inline_comprehension(f, kept[-1] if kept else None)
+        if f[1] and not is_plumbing(f) and not inline:
+            kept.append(f)
     if not kept:
         return None  # pure plumbing (event loop, pool worker): no function to blame
     app_idx = next(
@@ -145,7 +168,7 @@ def fold_stack(stack: Stack) -> FoldedSample | None:
     )
     self_frame = kept[-1] if app_idx is None else kept[app_idx]
     # what the self frame was calling (library code, or plumbing that was folded away)
-    callee = stack[-1] if stack[-1] != self_frame else None
+    callee = stack[-1] if stack[-1] != self_frame and not inline else None
     seen: dict[tuple[str, str], None] = {}
     for f in kept:
         seen.setdefault((f[0], f[1]), None)

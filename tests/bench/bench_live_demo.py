@@ -83,6 +83,10 @@ def main() -> None:
         + (f"   (ratio end/1 min {rss_end / rss_1min:.2f})" if rss_1min else "")
     )
     print("   RSS by minute (MiB):      " + " ".join(f"{m:.0f}" for m in per_minute))
+    half = per_minute[len(per_minute) // 2 - 1 :] if len(per_minute) >= 4 else []
+    if half:  # after the live view's two-minute buffers and the memray window
+        slope = (half[-1] - half[0]) / (len(half) - 1)
+        print(f"   RSS growth, second half:  {slope:6.2f} MiB/min  (flat: ~0)")
     print(f"   exit code after q: {proc.returncode}")
     subprocess.run([sys.executable, "-m", "diag", "demo-target", "down", "--dir",
                     str(out / "standin")], capture_output=True, check=False)  # fmt: skip

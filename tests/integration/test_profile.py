@@ -13,13 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from diag.commands import profile as profile_cmd
+from diag.demo.stack import DemoTarget
 from diag.hotspots import function_stats
 from diag.leaks import memray_suspects
 from diag.pgembed import free_port
@@ -331,3 +332,56 @@ def test_memray_missing_in_target_is_one_message_and_the_rest_goes_on(
     [p] = json.loads(out)["processes"]
     assert any("memray is not importable" in e for e in p["errors"])
     assert p["hotspots"][0]["function"].startswith("planted_hotspot")
+
+
+def _stand_in_load(url: str, done: threading.Event) -> None:
+    """The routes the CPU faults sit on, in the UI's proportions: project tasks (the ETag),
+    polled every 2 s, and now and then a RAG query."""
+    from diag.demo.agents import HOT_PROJECT_IDS
+
+    with httpx.Client(base_url=url, timeout=30) as http:
+        i = 0
+        while not done.is_set():
+            http.get(f"/api/projects/{HOT_PROJECT_IDS[i % 2]}/tasks")
+            if i % 3 == 0:
+                http.post("/api/rag/query", json={"query": f"retry backoff {i}", "match_count": 5})
+            i += 1
+
+
+@needs_ptrace
+@pytest.mark.parametrize("faults", ["etag_hotspot,python_similarity", "none"])
+def test_profile_the_stand_in_cpu_faults_lead_the_hotspots(
+    faults: str,
+    demo_target_factory: Callable[[str], DemoTarget],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """(The chat-session leak leading the leak list, and no leak under ``none``, are
+    checked on the full demo in test_demo.py.)"""
+    target = demo_target_factory(faults)
+    done = threading.Event()
+    loaders = [
+        threading.Thread(target=_stand_in_load, args=(target.server_url, done)) for _ in range(2)
+    ]
+    for th in loaders:
+        th.start()
+    try:
+        time.sleep(1)  # past the first requests' lazy work
+        code, out, err = cli(
+            ["--target", str(target.pids["server"]), "--duration", "6s", "--format", "json",
+             "--out", str(tmp_path)],
+            capsys,
+        )  # fmt: skip
+    finally:
+        done.set()
+        for th in loaders:
+            th.join()
+    assert code == 0, err
+    [proc] = json.loads(out)["processes"]
+    top = [h["function"].split(" (")[0] for h in proc["hotspots"][:4]]
+    planted = [f for f in top if f == "compute_etag" or f.startswith("python_cosine_similarity")]
+    if faults == "none":
+        assert not planted, top
+    else:  # the cosine loop's own time may sit in its generator expression
+        assert "compute_etag" in top, top
+        assert any(f.startswith("python_cosine_similarity") for f in top), top

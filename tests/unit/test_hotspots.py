@@ -68,6 +68,20 @@ def test_fold_goes_to_deepest_app_frame() -> None:
     assert fold_stack((("select", f"{STD}/selectors.py", 468),)) is None
 
 
+def test_inline_comprehension_time_is_its_function_s_own() -> None:
+    cosine = ("python_cosine_similarity", "/srv/app/server.py", 752)
+    genexpr = ("python_cosine_similarity.<locals>.<genexpr>", "/srv/app/server.py", 752)
+    folded = fold_stack((("rag_query", "/srv/app/server.py", 497), cosine, genexpr))
+    assert folded is not None
+    assert folded.self_frame == cosine and folded.callee is None
+    assert ("python_cosine_similarity.<locals>.<genexpr>", "/srv/app/server.py") not in (
+        folded.functions
+    )
+    # a generator expression consumed by some other function keeps its own frame
+    other = fold_stack((("consume", "/srv/app/util.py", 5), genexpr))
+    assert other is not None and other.self_frame == genexpr
+
+
 def test_classify_stack_categories() -> None:
     app = ("handler", "/srv/app/routes.py", 10)
     loop = ("_run_once", f"{STD}/asyncio/base_events.py", 1900)
