@@ -23,7 +23,7 @@ from diag import hotspots, leaks
 from diag.findings import Finding, rank
 from probes.memray import MemrayRecorder, MemrayWindow, memray_unavailable
 from probes.process import ProcessSample, ProcessSampler, Record, TargetGone
-from probes.pyspy import PySpyRecorder, PySpyWindow, record_window
+from probes.pyspy import PySpyRecorder, PySpyWindow, record_window, wall_rate
 from probes.targets import Target, alive
 
 Emit = Callable[[Any], None]
@@ -156,7 +156,7 @@ async def _pyspy_loop(
                     base.with_suffix(".wall.txt"),
                     label=c.target.label,
                     duration=length,
-                    rate=opts.rate,
+                    rate=wall_rate(opts.rate),
                     mode="wall",
                     nonblocking=True,
                 )

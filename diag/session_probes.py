@@ -185,7 +185,7 @@ class PySpyProbe(ProbeTask):
             ctx.live["profilers"] = current
 
     async def _loop(self, ctx: SessionContext, target: Target, flag: asyncio.Event) -> None:
-        from probes.pyspy import PySpyRecorder, record_window
+        from probes.pyspy import PySpyRecorder, record_window, wall_rate
 
         cfg = ctx.config
         out = ctx.bundle.artefact_dir("pyspy")
@@ -218,7 +218,7 @@ class PySpyProbe(ProbeTask):
                         base.with_suffix(".wall.txt"),
                         label=target.label,
                         duration=cfg.pyspy_window,
-                        rate=cfg.rate,
+                        rate=wall_rate(cfg.rate),
                         mode="wall",
                         nonblocking=True,
                     ),
