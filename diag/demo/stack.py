@@ -297,9 +297,13 @@ def _stop_pid(pid: int, timeout: float = 10.0) -> bool:
             proc.wait(timeout=timeout)
         except psutil.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=5)
+            # a killed process whose parent (a demo that was itself killed) never reaps
+            # it stays a zombie: it is dead, and the other services must still be stopped
+            with contextlib.suppress(psutil.TimeoutExpired):
+                proc.wait(timeout=5)
     if child is not None:
-        child.wait(timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
     return True
 
 
