@@ -49,7 +49,7 @@ class RunConfig:
     baseline: Path | None = None
     rate: int = 100  # py-spy Hz
     pyspy_window: float = 5.0
-    nonblocking: bool = False
+    nonblocking: bool = True  # py-spy CPU recording without pausing (--blocking: pause)
     memray: bool = True
     memray_window: float = 6.0  # memray costs ~2x while attached: keep windows short
     ash_interval: float = 0.25
@@ -130,7 +130,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--baseline", type=Path, help="bundle to compare against (regression gates)")
     add("--rate", type=int, help="py-spy sampling rate in Hz (default 100)")
-    add("--nonblocking", action="store_true", default=None, help="py-spy never pauses targets")
+    add(
+        "--blocking",
+        dest="nonblocking",
+        action="store_false",
+        default=None,
+        help="py-spy pauses the targets for each CPU sample (exact stacks, slower targets)",
+    )
     add(
         "--no-memray",
         dest="memray",

@@ -16,6 +16,7 @@ and says so in ``CollapsedStacks.bad_lines``. Folding and statistics live in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -180,6 +181,9 @@ def dump_threads(
     return [t for t in threads if isinstance(t, dict)] if isinstance(threads, list) else []
 
 
+PROBE_NICE = 10  # niceness of non-blocking py-spy recordings
+
+
 def wall_rate(rate: int) -> int:
     """The rate of the ``--idle`` wall recording beside a CPU recording at ``rate``.
 
@@ -192,7 +196,15 @@ def wall_rate(rate: int) -> int:
 
 
 class PySpyRecorder:
-    """One ``py-spy record`` window on one PID."""
+    """One ``py-spy record`` window on one PID.
+
+    ``nonblocking`` (the default) reads the target's stacks while it runs. Blocking mode
+    stops every thread for each sample. Measured on the stand-in (faults none, CPU-bound
+    at ~130 req/s, 100 Hz): blocking cost 14-27 % of its throughput, non-blocking none
+    that could be told from noise. The price of not pausing is torn stacks: against a
+    blocking recording of the same seconds, the top functions' self shares agreed within
+    about 2 points, but about 12 % of the stacks had lost their outermost frames, so total
+    shares read low."""
 
     def __init__(
         self,
@@ -203,7 +215,7 @@ class PySpyRecorder:
         duration: float = 5.0,
         rate: int = 100,
         mode: str = "cpu",
-        nonblocking: bool = False,
+        nonblocking: bool = True,
     ) -> None:
         if mode not in ("cpu", "wall"):
             raise ValueError(f"mode must be cpu or wall, not {mode!r}")
@@ -245,6 +257,12 @@ class PySpyRecorder:
             self._popen = subprocess.Popen(
                 self.argv(), stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
             )
+        if self.nonblocking:
+            # on a busy host the target and its database come first: py-spy's few % of a
+            # core then wait, not them. Never in blocking mode, where py-spy waiting for
+            # the CPU would keep the paused target paused longer
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self._popen.pid, PROBE_NICE)
 
     def poll(self) -> bool:
         """True once py-spy has exited."""

@@ -38,7 +38,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=duration_arg, default=10.0, help="default 10s")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples/s (default 100)")
     parser.add_argument("--window", type=duration_arg, default=5.0, help="py-spy window, 5s")
-    parser.add_argument("--nonblocking", action="store_true", help="py-spy never pauses the target")
+    parser.add_argument(
+        "--blocking",
+        action="store_true",
+        help="py-spy pauses the target for each CPU sample (exact stacks, a slower target)",
+    )
     parser.add_argument("--no-wall", action="store_true", help="skip the wall-time breakdown")
     parser.add_argument("--memray", action="store_true", help="add a memray attach window")
     parser.add_argument("--memory-limit", type=float, help="bytes (default: cgroup or RAM)")
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         duration=args.duration,
         rate=args.rate,
         window=args.window,
-        nonblocking=args.nonblocking,
+        nonblocking=not args.blocking,
         wall=not args.no_wall,
         memray=args.memray,
         memory_limit=args.memory_limit,
