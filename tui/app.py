@@ -296,23 +296,77 @@ class DiagApp(App[int]):
         self.exit(0)
 
 
+class _TerminalGuard:
+    """The file Textual draws on, safe against a terminal that went away without a SIGHUP
+    (a pty whose other end was closed, an SSH session without a controlling terminal).
+
+    Writes to such a terminal fail with EIO: Textual's writer thread would die of it, its
+    queue of 30 writes fill, and the UI loop block on the next write, deaf to SIGTERM, while
+    the input thread spins on end-of-file. Here the first failed write quits instead, by
+    the same path as SIGHUP; later writes are dropped."""
+
+    def __init__(self, file: Any, on_lost: Callable[[], None]) -> None:
+        self._file = file
+        self._on_lost = on_lost
+        self.lost = False
+
+    def _lose(self) -> None:
+        if not self.lost:
+            self.lost = True
+            self._on_lost()
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return int(self._file.write(text))
+            except OSError:
+                self._lose()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._file.flush()
+            except OSError:
+                self._lose()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...
+        return getattr(self._file, name)
+
+
 @contextmanager
 def _quit_on_hangup(app: DiagApp) -> Iterator[None]:
-    """SIGHUP (the SSH session went away) and SIGTERM quit through the same clean path."""
+    """SIGHUP (the SSH session went away), SIGTERM and a terminal that stopped accepting
+    output all quit through the same clean path."""
+    import sys
+
     previous: dict[signal.Signals, Any] = {}
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        # a signal handler may interrupt the loop anywhere: hand over thread-safely
+    def quit_soon() -> None:
         loop = app.ui_loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(app.call_later, app.action_quit)
 
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        # a signal handler may interrupt the loop anywhere: hand over thread-safely
+        quit_soon()
+
+    def lost() -> None:
+        # the input thread would spin on end-of-file until the close is done: end it
+        exit_event = getattr(getattr(app, "_driver", None), "exit_event", None)
+        if exit_event is not None:
+            exit_event.set()
+        quit_soon()
+
     for sig in (signal.SIGHUP, signal.SIGTERM):
         with suppress(ValueError):  # not the main thread: leave signals alone
             previous[sig] = signal.signal(sig, handler)
+    terminal = sys.__stderr__
+    sys.__stderr__ = _TerminalGuard(terminal, lost)  # type: ignore[misc,assignment]
     try:
         yield
     finally:
+        sys.__stderr__ = terminal  # type: ignore[misc]
         for sig, old in previous.items():
             signal.signal(sig, old)
 
