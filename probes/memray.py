@@ -206,6 +206,7 @@ class MemrayRecorder:
         self._log = self._tmp / "attach.log"
         self._detaching = False
         self._last_size = -1
+        self._checked_at = -1.0
 
     def argv(self) -> list[str]:
         args = [
@@ -232,13 +233,11 @@ class MemrayRecorder:
     def _finalized(self) -> bool:
         if not self.capture_path.exists():
             return False
-        try:
-            import memray
-
-            meta = memray.FileReader(str(self.capture_path)).metadata
-        except Exception:  # still being written / unreadable yet
+        now = time.monotonic()
+        if now - self._checked_at < 1.0:  # each check is a child process: at most 1/s
             return False
-        return bool(meta.end_time > meta.start_time)
+        self._checked_at = now
+        return capture_finalized(self.capture_path)
 
     def poll(self) -> bool:
         """True when the window is over (capture finalized, or attach failed)."""
@@ -345,6 +344,40 @@ class CaptureError(Exception):
     """A capture file is missing, truncated or not a memray capture."""
 
 
+def _reader(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m probes.memray_reader ARGS``: memray's reader never runs in the caller.
+    (Importing memray costs a process 4 MiB, opening a capture's metadata 8 MiB more;
+    in the live diag process that stayed after every memray window.)"""
+    import probes
+
+    root = str(Path(probes.__file__).resolve().parents[1])
+    paths = [root, *filter(None, [os.environ.get("PYTHONPATH")])]  # no empty entry (= cwd)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return subprocess.run(
+        [sys.executable, "-m", "probes.memray_reader", *args],
+        capture_output=True, env=env, check=False,
+    )  # fmt: skip
+
+
+def capture_finalized(path: Path) -> bool:
+    """True once the target has finished writing the capture (its end time is set)."""
+    try:
+        return _reader("--finalized", str(path)).returncode == 0
+    except OSError:
+        return False
+
+
+def capture_finalized_here(path: Path) -> bool:
+    """``capture_finalized`` in this process (the child's side)."""
+    try:
+        import memray
+
+        meta = memray.FileReader(str(path)).metadata
+    except Exception:  # still being written / unreadable yet
+        return False
+    return bool(meta.end_time > meta.start_time)
+
+
 def read_capture(path: Path, pid: int = 0, min_peak_bytes: int = 0) -> MemrayCapture:
     """Per-stack live bytes at each memory snapshot of a (non-aggregated) capture.
 
@@ -356,17 +389,8 @@ def read_capture(path: Path, pid: int = 0, min_peak_bytes: int = 0) -> MemrayCap
     behind; a read now leaves the caller about 1 MiB larger."""
     import pickle
 
-    import probes
-
-    root = str(Path(probes.__file__).resolve().parents[1])
-    paths = [root, *filter(None, [os.environ.get("PYTHONPATH")])]  # no empty entry (= cwd)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "probes.memray_reader", str(path), str(pid),
-             str(min_peak_bytes)],
-            capture_output=True, env=env, check=False,
-        )  # fmt: skip
+        done = _reader(str(path), str(pid), str(min_peak_bytes))
     except OSError as exc:
         raise CaptureError(f"cannot read memray capture {path}: {exc}") from None
     if done.returncode != 0:
