@@ -16,7 +16,6 @@ and says so in ``CollapsedStacks.bad_lines``. Folding and statistics live in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -181,9 +180,6 @@ def dump_threads(
     return [t for t in threads if isinstance(t, dict)] if isinstance(threads, list) else []
 
 
-PROBE_NICE = 10  # niceness of non-blocking py-spy recordings
-
-
 def wall_rate(rate: int) -> int:
     """The rate of the ``--idle`` wall recording beside a CPU recording at ``rate``.
 
@@ -257,12 +253,6 @@ class PySpyRecorder:
             self._popen = subprocess.Popen(
                 self.argv(), stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
             )
-        if self.nonblocking:
-            # on a busy host the target and its database come first: py-spy's few % of a
-            # core then wait, not them. Never in blocking mode, where py-spy waiting for
-            # the CPU would keep the paused target paused longer
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, self._popen.pid, PROBE_NICE)
 
     def poll(self) -> bool:
         """True once py-spy has exited."""

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-PAYLOAD = [{"id": i, "title": f"task {i}", "status": "todo"} for i in range(2000)]
+PAYLOAD = [{"id": i, "title": f"task {i}", "status": "todo"} for i in range(10000)]
 
 
 def render_etag(items: list[dict[str, Any]]) -> str:
