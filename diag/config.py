@@ -49,7 +49,7 @@ class RunConfig:
     baseline: Path | None = None
     rate: int = 100  # py-spy Hz
     pyspy_window: float = 5.0
-    nonblocking: bool = True  # py-spy CPU recording without pausing (--blocking: pause)
+    nonblocking: bool = False  # --nonblocking: the py-spy CPU recording never pauses targets
     memray: bool = True
     memray_window: float = 6.0  # memray costs ~2x while attached: keep windows short
     ash_interval: float = 0.25
@@ -131,11 +131,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     add("--baseline", type=Path, help="bundle to compare against (regression gates)")
     add("--rate", type=int, help="py-spy sampling rate in Hz (default 100)")
     add(
-        "--blocking",
-        dest="nonblocking",
-        action="store_false",
+        "--nonblocking",
+        action="store_true",
         default=None,
-        help="py-spy pauses the targets for each CPU sample (exact stacks, slower targets)",
+        help="py-spy never pauses targets (a CPU-bound target loses ~2 %% instead of ~14 %%)",
     )
     add(
         "--no-memray",

@@ -52,19 +52,17 @@ def test_failure_messages_are_one_actionable_line() -> None:
     assert "not look like a Python process" in not_py
 
 
-def test_cpu_recordings_never_pause_the_target_unless_asked() -> None:
-    """Non-blocking by default everywhere (blocking mode cost the stand-in 14-27 % of its
-    throughput); ``--blocking`` on ``run``/``tui``/``demo`` and ``profile`` pauses."""
-    assert "--nonblocking" in PySpyRecorder(1, Path("x.txt")).argv()
-    assert "--nonblocking" not in PySpyRecorder(1, Path("x.txt"), nonblocking=False).argv()
+def test_nonblocking_is_one_option_everywhere() -> None:
+    """``--nonblocking`` on ``run``/``tui`` and on ``profile`` reaches py-spy's command
+    line; without it py-spy pauses the target for each sample."""
+    assert "--nonblocking" not in PySpyRecorder(1, Path("x.txt")).argv()
+    assert "--nonblocking" in PySpyRecorder(1, Path("x.txt"), nonblocking=True).argv()
     run = argparse.ArgumentParser()
     add_run_options(run)
-    assert from_args(run.parse_args(["--host", "http://127.0.0.1:9"])).nonblocking is True
-    assert (
-        from_args(run.parse_args(["--host", "http://127.0.0.1:9", "--blocking"])).nonblocking
-        is False
-    )
+    host = ["--host", "http://127.0.0.1:9"]
+    assert from_args(run.parse_args(host)).nonblocking is False
+    assert from_args(run.parse_args([*host, "--nonblocking"])).nonblocking is True
     profile = argparse.ArgumentParser()
     profile_cmd.configure(profile)
-    assert profile.parse_args([]).blocking is False
-    assert profile.parse_args(["--blocking"]).blocking is True
+    assert profile.parse_args([]).nonblocking is False
+    assert profile.parse_args(["--nonblocking"]).nonblocking is True
