@@ -230,11 +230,11 @@ class MemrayRecorder:
         """True once ``memray attach`` (gdb) returned: the target is no longer ptraced."""
         return self._attach is not None and self._attach.poll() is not None
 
-    def _finalized(self) -> bool:
+    def _finalized(self, throttle: bool = False) -> bool:
         if not self.capture_path.exists():
             return False
         now = time.monotonic()
-        if now - self._checked_at < 1.0:  # each check is a child process: at most 1/s
+        if throttle and now - self._checked_at < 1.0:  # a check is a child process
             return False
         self._checked_at = now
         return capture_finalized(self.capture_path)
@@ -267,7 +267,7 @@ class MemrayRecorder:
         if size != self._last_size:
             self._last_size = size
             return False
-        return self._finalized()
+        return self._finalized(throttle=True)
 
     def stop(self) -> None:
         """Stop tracking now (``memray detach``); the target finalizes the capture."""
