@@ -747,13 +747,19 @@ def analyse(
     findings += contention.event_loop_findings(walls)
     findings += contention.pool_findings(samples, targets_of(bundle), load)
     findings = contention.dedupe(findings)
+    shapes = {
+        int(e["queryid"]): callsites.Shape.of(str(e["query"]))
+        for e in bundle.events("pg_texts")
+        if not e.get("is_probe")
+    }
+    calls = [*bundle.events("callsites"), *callsites.profiled_calls(windows, shapes)]
     findings = attribution.attach_endpoints(
         findings,
         attribution.handlers_by_function(windows),
-        callsites.statement_handlers(bundle.events("callsites")),
+        callsites.statement_handlers(calls),
         load,
     )
-    findings = callsites.attach_callsites(findings, bundle.events("callsites"))
+    findings = callsites.attach_callsites(findings, calls)
     for e in bundle.events("notices"):
         text = str(e.get("text", ""))
         if text and text not in notes:

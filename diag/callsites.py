@@ -21,11 +21,14 @@ kept; the locals' text (which may hold literals) never leaves this module.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from diag.findings import Finding
@@ -147,6 +150,120 @@ def match_statement(call: ClientCall, shapes: Mapping[int, Shape]) -> int | None
     return hits.pop() if len(hits) == 1 else None
 
 
+# ---- call sites from the profiles: the statement a call passes, read from its source ----
+
+_SQL_START = re.compile(r"\s*(select|insert|update|delete|with|values|merge|copy|call)\b", re.I)
+_MAX_SOURCE_BYTES = 2_000_000
+# path -> (mtime, [(first line, last line, statement text)] of the calls passing SQL text)
+_SOURCES: dict[str, tuple[float, list[tuple[int, int, str]]]] = {}
+
+
+def _literal(node: ast.expr, constants: Mapping[str, str]) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    return None
+
+
+def _sql_calls(path: str) -> list[tuple[int, int, str]]:
+    """The calls in a source file that pass SQL text as a string literal or a module-level
+    string constant (first argument, or a ``query``/``sql`` keyword)."""
+    try:
+        st = os.stat(path)
+        cached = _SOURCES.get(path)
+        if cached is not None and cached[0] == st.st_mtime:
+            return cached[1]
+        if st.st_size > _MAX_SOURCE_BYTES:
+            return []
+        tree = ast.parse(Path(path).read_bytes(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    constants = {
+        t.id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+        and isinstance(n.value.value, str)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }  # fmt: skip
+    calls = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        args = [*node.args[:1], *(k.value for k in node.keywords if k.arg in _QUERY_LOCALS)]
+        for arg in args:
+            text = _literal(arg, constants)
+            if text and _SQL_START.match(text):
+                calls.append((node.lineno, node.end_lineno or node.lineno, text))
+                break
+    if len(_SOURCES) >= 256:
+        _SOURCES.clear()
+    _SOURCES[path] = (st.st_mtime, calls)
+    return calls
+
+
+def source_statement(path: str, line: int) -> str | None:
+    """The SQL text the innermost call spanning ``path:line`` passes, read from the
+    application's source; None when it passes none (built at run time, an ORM's)."""
+    spans = [c for c in _sql_calls(path) if c[0] <= line <= c[1]]
+    return min(spans, key=lambda c: c[1] - c[0])[2] if spans else None
+
+
+def _client_site(stack: Sequence[tuple[str, str, int]]) -> tuple[str, str, int] | None:
+    """The deepest application frame before a stack (root first) enters a database client."""
+    site = None
+    for frame in stack:
+        info = frame_info(frame[1]) if frame[1] else None
+        if info is None:
+            continue
+        if info.origin == "app":
+            site = frame
+        elif info.module in _CLIENTS:
+            return site
+    return None
+
+
+def profiled_calls(windows: Iterable[Any], shapes: Mapping[int, Shape]) -> list[dict[str, Any]]:
+    """Call sites from the py-spy recordings: a sampled stack inside a database client call
+    whose call site passes a statement's text in its source (a literal, or a module-level
+    constant) counts, per sample, for that statement, its site and its route handler.
+
+    A dump catches an asyncio server inside its client only while that coroutine is on
+    the CPU, so one every 2 s sees a cheap, frequent statement a few times a minute at
+    best; the recordings see it in every window. The source only says *which* statement:
+    a site whose text matches none, or several, is not counted. Events are shaped like
+    the probe's ``callsites`` events, with ``samples`` as their weight."""
+    from diag.attribution import handler_of
+
+    matched: dict[tuple[str, int], int | None] = {}
+    counts: Counter[tuple[int, int, str, str, str | None]] = Counter()
+    for w in windows:
+        if w.stacks is None:
+            continue
+        for stack, n in w.stacks.stacks.items():
+            frame = _client_site(stack)
+            if frame is None:
+                continue
+            key = (frame[1], frame[2])
+            if key not in matched:
+                text = source_statement(*key)
+                shape = sql_shape(text) if text else ""
+                matched[key] = (
+                    match_statement(ClientCall("", None, shape, False), shapes)
+                    if len(shape) >= _MIN_SHAPE
+                    else None
+                )
+            qid = matched[key]
+            if qid is not None:
+                counts[(qid, w.pid, w.label, frame_label(frame), handler_of(stack))] += n
+    return [
+        {"queryid": qid, "pid": pid, "process": label, "site": site, "handler": handler,
+         "samples": n, "via": "profile"}
+        for (qid, pid, label, site, handler), n in counts.items()
+    ]  # fmt: skip
+
+
 def attach_callsites(findings: list[Finding], events: Iterable[Mapping[str, Any]]) -> list[Finding]:
     """Add the Python call site that issued each statement, where one was caught."""
     sites: dict[int, Counter[str]] = defaultdict(Counter)
@@ -154,7 +271,7 @@ def attach_callsites(findings: list[Finding], events: Iterable[Mapping[str, Any]
     for e in events:
         if e.get("queryid") is None or not e.get("site"):
             continue
-        sites[int(e["queryid"])][str(e["site"])] += 1
+        sites[int(e["queryid"])][str(e["site"])] += int(e.get("samples", 1))
         procs[int(e["queryid"])] = str(e.get("process", ""))
     out = []
     for f in findings:
@@ -175,7 +292,9 @@ def statement_handlers(events: Iterable[Mapping[str, Any]]) -> dict[int, Counter
     out: dict[int, Counter[str]] = {}
     for e in events:
         if e.get("queryid") is not None and e.get("handler"):
-            out.setdefault(int(e["queryid"]), Counter())[str(e["handler"])] += 1
+            out.setdefault(int(e["queryid"]), Counter())[str(e["handler"])] += int(
+                e.get("samples", 1)
+            )
     return out
 
 

@@ -16,6 +16,7 @@ from diag.callsites import (
     attach_callsites,
     client_calls,
     match_statement,
+    profiled_calls,
     session_shapes,
     sql_shape,
     statement_handlers,
@@ -183,3 +184,81 @@ def test_a_call_site_naming_no_candidate_endpoint_leaves_the_finding() -> None:
     load = {"endpoints": [{"name": "POST /api/rag/query", "requests": 9000}]}
     (g,) = attribution.attach_endpoints([f], {}, handlers, load)
     assert g.location.endpoint == f.location.endpoint and g.title == f.title
+
+
+APP_SOURCE = """
+import psycopg
+
+CHILDREN = "SELECT g AS child_id, %s AS parent_id FROM generate_series(1, 3) AS g"
+
+
+async def load_sources(cur, projects):
+    for project in projects:
+        await cur.execute(
+            "SELECT ps.project_id, s.source_id, s.title, s.metadata, ps.notes "
+            "FROM archon_project_sources ps JOIN archon_sources s "
+            "ON s.source_id = ps.source_id WHERE ps.project_id = %s",
+            (project["id"],),
+        )
+
+
+def children(cur, parent):
+    cur.execute(CHILDREN, (parent,))
+    cur.execute(query=f"SELECT {parent} FROM dynamic_table_name")
+    log("selected children of the parent row")
+"""
+
+
+def test_the_statement_a_call_passes_is_read_from_its_source(tmp_path: Path) -> None:
+    from diag.callsites import source_statement
+
+    app = tmp_path / "app.py"
+    app.write_text(APP_SOURCE)
+    # the await line of a call spanning five lines, and a line inside it
+    assert sql_shape(source_statement(str(app), 9) or "") == sql_shape(TEXTS[-5281717998506818785])
+    assert source_statement(str(app), 11) == source_statement(str(app), 9)
+    assert source_statement(str(app), 18) and "generate_series" in source_statement(str(app), 18)
+    assert source_statement(str(app), 19) is None  # an f-string: built at run time
+    assert source_statement(str(app), 20) is None  # a string, but not SQL
+    assert source_statement(str(app), 8) is None  # the for line: no call
+    assert source_statement(str(tmp_path / "gone.py"), 9) is None
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n    cur.execute('SELECT 1 FROM t')\n")
+    assert source_statement(str(broken), 2) is None
+
+
+def test_recorded_samples_in_the_client_count_for_the_statement_their_source_passes(
+    tmp_path: Path,
+) -> None:
+    """Stacks as py-spy records them in the demo server (root first; the route handler
+    under starlette, the site's await line, psycopg below), here over a copy of the call."""
+    app = tmp_path / "app.py"
+    app.write_text(APP_SOURCE)
+    site_py = "/venv/lib/python3.11/site-packages"
+    routing = [
+        ("run", f"{site_py}/uvicorn/server.py", 86),
+        ("app", f"{site_py}/starlette/routing.py", 74),
+        ("run_endpoint_function", f"{site_py}/fastapi/routing.py", 212),
+        ("create_app.<locals>.list_projects", "/srv/server.py", 251),
+        ("load_sources", str(app), 9),
+    ]
+    execute = [("AsyncCursor.execute", f"{site_py}/psycopg/cursor_async.py", 113)]
+    stacks = {
+        tuple(routing + execute): 40,
+        tuple(routing + execute + [("AsyncConnection.wait", f"{site_py}/psycopg/x.py", 532)]): 9,
+        tuple(routing): 100,  # on the CPU in the site itself: not a client call
+        tuple([*routing[:3], ("children", str(app), 19), *execute]): 7,  # no text: not counted
+    }
+    window = SimpleNamespace(pid=42, label="server (pid 42)", stacks=SimpleNamespace(stacks=stacks))
+    qid = -5281717998506818785
+    events = profiled_calls([window, SimpleNamespace(stacks=None)], SHAPES)
+    assert [(e["queryid"], e["handler"], e["samples"]) for e in events] == [
+        (qid, "list_projects", 49)
+    ]
+    assert events[0]["site"].startswith("load_sources (")
+    # weighted by samples where call sites meet route handlers
+    dumped = {"queryid": qid, "site": events[0]["site"], "handler": "list_projects"}
+    assert statement_handlers([*events, dumped]) == {qid: {"list_projects": 50}}
+    f = _n_plus_one_finding()
+    (g,) = attach_callsites([f], [*events, dumped])
+    assert g.evidence["issued_from_samples"] == 50
