@@ -35,7 +35,7 @@ class ProfileOptions:
     duration: float = 10.0
     rate: int = 100
     window: float = 5.0
-    nonblocking: bool = False  # --nonblocking: the CPU recording never pauses the target
+    nonblocking: bool = True  # --blocking: the CPU recording pauses the target per sample
     wall: bool = True  # a concurrent --idle recording for the wall-time breakdown
     memray: bool = False
     memray_duration: float | None = None  # default: the whole run (after the attach)

@@ -5,8 +5,8 @@
   cycling through the UI's polling routes, in a process of their own as Locust is, so the
   probes' own work never takes the load's GIL), in alternating windows: nothing attached,
   then py-spy (CPU at 100 Hz and the --idle wall recording at 20 Hz, as sessions run them)
-  plus the 1 Hz process series, and so on. Both CPU modes: blocking (the default: every
-  thread paused for each sample) and --nonblocking. Each attached window's throughput is
+  plus the 1 Hz process series, and so on. Both CPU modes: non-blocking (the default)
+  and --blocking (every thread paused for each sample). Each attached window's throughput is
   divided by the mean of its two neighbours' and the median of those ratios is printed.
 - The same ratio for a memray attach window (``--trace-python-allocators``).
 - Parsing and folding 1M collapsed-stack samples (20k distinct stacks).
@@ -268,9 +268,10 @@ def main() -> None:
             print(f"   {WINDOWS} attached windows of {WINDOW_S:.0f} s per variant, each "
                   "between two as long with nothing attached")  # fmt: skip
             ratios = _alternate(load, WINDOWS, lambda: _pyspy_window(pid, out, nonblocking=True))
-            _summary("py-spy 100 Hz --nonblocking + wall + series:", ratios, "(target >= 0.97)")
+            _summary("py-spy 100 Hz (non-blocking, the default) + wall + series:", ratios,
+                     "(target >= 0.97)")  # fmt: skip
             ratios = _alternate(load, WINDOWS, lambda: _pyspy_window(pid, out, nonblocking=False))
-            _summary("the same, blocking (the default):", ratios, "(pauses every thread)")
+            _summary("the same, --blocking:", ratios, "(pauses every thread)")
             ratios = _alternate(load, MEMRAY_WINDOWS, lambda: _memray_window(pid, out))
             _summary("memray window (python allocators):", ratios, "(a bounded window)")
         finally:

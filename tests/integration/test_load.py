@@ -223,7 +223,7 @@ def test_processes_two_aggregates_both_workers_and_stops_cleanly(tmp_path: Path)
 def test_master_with_a_worker_started_by_the_documented_command(tmp_path: Path) -> None:
     async def scenario(url: str) -> tuple[list[LoadTick], Any]:
         spec = LoadSpec(
-            plan=plan("load", users=3, duration_s=6, spawn_rate=10),
+            plan=plan("load", users=3, duration_s=10, spawn_rate=10),
             host=url,
             locustfile=FIXTURES / "tiny_locustfile.py",
             expect_workers=1,
@@ -252,8 +252,11 @@ def test_master_with_a_worker_started_by_the_documented_command(tmp_path: Path) 
     assert abs(served - result.total.requests) <= 3
     running = [t for t in ticks if t.state == "running"]
     assert running and all(t.workers == 1 for t in running)
-    # the worker reports every second (the plugin lowers Locust's 3 s): no empty ticks
-    assert sum(t.requests > 0 for t in running[1:]) >= len(running[1:]) - 1
+    # the worker reports every second (the plugin lowers Locust's 3 s): with 3 s reports
+    # at most a third of the ticks would carry requests. A busy host delays a report now
+    # and then (two of four ticks empty once), so the bar is 60 %, not "all but one".
+    assert len(running) >= 6
+    assert sum(t.requests > 0 for t in running[1:]) >= 0.6 * len(running[1:])
 
 
 def test_refused_connections_are_counted_and_exit_3(

@@ -52,17 +52,17 @@ def test_failure_messages_are_one_actionable_line() -> None:
     assert "not look like a Python process" in not_py
 
 
-def test_nonblocking_is_one_option_everywhere() -> None:
-    """``--nonblocking`` on ``run``/``tui`` and on ``profile`` reaches py-spy's command
-    line; without it py-spy pauses the target for each sample."""
-    assert "--nonblocking" not in PySpyRecorder(1, Path("x.txt")).argv()
-    assert "--nonblocking" in PySpyRecorder(1, Path("x.txt"), nonblocking=True).argv()
+def test_blocking_is_one_option_everywhere() -> None:
+    """py-spy never pauses targets unless ``--blocking`` (on ``run``/``tui`` and on
+    ``profile``) asks it to; the choice reaches py-spy's command line."""
+    assert "--nonblocking" in PySpyRecorder(1, Path("x.txt")).argv()
+    assert "--nonblocking" not in PySpyRecorder(1, Path("x.txt"), nonblocking=False).argv()
     run = argparse.ArgumentParser()
     add_run_options(run)
     host = ["--host", "http://127.0.0.1:9"]
-    assert from_args(run.parse_args(host)).nonblocking is False
-    assert from_args(run.parse_args([*host, "--nonblocking"])).nonblocking is True
+    assert from_args(run.parse_args(host)).nonblocking is True
+    assert from_args(run.parse_args([*host, "--blocking"])).nonblocking is False
     profile = argparse.ArgumentParser()
     profile_cmd.configure(profile)
-    assert profile.parse_args([]).nonblocking is False
-    assert profile.parse_args(["--nonblocking"]).nonblocking is True
+    assert profile.parse_args([]).nonblocking is True
+    assert profile.parse_args(["--blocking"]).nonblocking is False
