@@ -510,18 +510,29 @@ def _memory_verdict(verdicts: Iterable[Any]) -> str:
 # ---- database ----------------------------------------------------------------------------
 
 
+# stream file -> the offset of the oldest line the last live pass kept: the window only
+# moves forward, so the next pass reads from there (a pass costs the window, not the run)
+_RECENT_FROM: dict[Path, int] = {}
+
+
 def _recent(
-    events: Iterable[dict[str, Any]], seconds: float, convert: Callable[[dict[str, Any]], T]
+    bundle: Bundle, stream: str, seconds: float, convert: Callable[[dict[str, Any]], T]
 ) -> list[T]:
-    """``convert`` of the events of the last ``seconds`` before the newest one (streamed:
-    a long run's stream is never held whole, nor the raw events of the last minutes)."""
-    kept: deque[tuple[float, T]] = deque()
-    for e in events:
+    """``convert`` of the events of the last ``seconds`` before the newest one (streamed
+    from where the last pass's window began: a long run's stream is never held whole,
+    nor read whole on every refresh)."""
+    key = bundle.path / "events" / stream
+    kept: deque[tuple[float, int, T]] = deque()
+    for offset, e in bundle.events_from(stream, _RECENT_FROM.get(key, 0)):
         newest = float(e.get("t") or 0.0)
-        kept.append((newest, convert(e)))
+        kept.append((newest, offset, convert(e)))
         while kept[0][0] < newest - seconds:
             kept.popleft()
-    return [record for _, record in kept]
+    if kept:
+        if len(_RECENT_FROM) > 64:
+            _RECENT_FROM.clear()
+        _RECENT_FROM[key] = kept[0][1]
+    return [record for _, _, record in kept]
 
 
 def db_section(
@@ -542,11 +553,11 @@ def db_section(
         recent = snapshots
     else:
         first = next(iter(bundle.events("pg_statements")), None)
-        recent = _recent(bundle.events("pg_statements"), recent_s, StatementSnapshot.from_json)
+        recent = _recent(bundle, "pg_statements", recent_s, StatementSnapshot.from_json)
         snapshots = list(recent)
         if first is not None and recent and recent[0].taken_at != first.get("taken_at"):
             snapshots.insert(0, StatementSnapshot.from_json(first))
-        samples = _recent(bundle.events("pg_activity"), recent_s, ActivitySample.from_json)
+        samples = _recent(bundle, "pg_activity", recent_s, ActivitySample.from_json)
     if not snapshots and not samples:
         return None, [], [], [], []
     notes: list[str] = []

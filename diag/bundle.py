@@ -148,19 +148,30 @@ class Bundle:
         return sorted(p.stem for p in (self.path / "events").glob("*.jsonl"))
 
     def events(self, stream: str) -> Iterator[dict[str, Any]]:
+        for _, record in self.events_from(stream):
+            yield record
+
+    def events_from(self, stream: str, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(byte offset of its line, record) for the stream's records from ``offset`` on
+        (an offset this gave before: streams only grow, so a live reader can skip what
+        it has read)."""
         path = self.path / "events" / f"{stream}.jsonl"
         if not path.is_file():
             return
-        with path.open(encoding="utf-8") as handle:
+        with path.open("rb") as handle:
+            if offset:
+                handle.seek(offset)
+            at = offset
             for line in handle:
-                if not line.endswith("\n"):
-                    break  # torn last line of a killed run
+                start, at = at, at + len(line)
+                if not line.endswith(b"\n"):
+                    break  # torn last line of a killed run (or one being written)
                 try:
                     record = json.loads(line)
                 except ValueError:
                     continue
                 if isinstance(record, dict):
-                    yield record
+                    yield start, record
 
     def artefacts(self, probe: str) -> Path:
         return self.path / "artefacts" / probe

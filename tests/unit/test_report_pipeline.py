@@ -113,6 +113,34 @@ def test_bundle_survives_a_torn_line_and_no_close(tmp_path: Path) -> None:
     assert Bundle(tmp_path / "b").status == "interrupted"
 
 
+def test_live_passes_read_a_stream_from_where_their_window_began(tmp_path: Path) -> None:
+    """The live view's recent records come from the last pass's window start on: the
+    same records as a whole read, without reading (or converting) the older ones again."""
+    from diag import analysis
+
+    writer = BundleWriter.create(tmp_path / "b", {})
+    for i in range(100):
+        writer.emit("pg_activity", {"n": i}, t=float(i))
+    bundle = Bundle(tmp_path / "b")
+    seen: list[int] = []
+
+    def convert(e: dict) -> int:
+        seen.append(e["n"])
+        return int(e["n"])
+
+    assert analysis._recent(bundle, "pg_activity", 10.0, convert) == list(range(89, 100))
+    assert len(seen) == 100  # the first pass reads it all
+    for i in range(100, 120):
+        writer.emit("pg_activity", {"n": i}, t=float(i))
+    seen.clear()
+    assert analysis._recent(bundle, "pg_activity", 10.0, convert) == list(range(109, 120))
+    assert seen == list(range(89, 120))  # from the last window's start, not from 0
+    offset, first = next(bundle.events_from("pg_activity", analysis._RECENT_FROM[
+        bundle.path / "events" / "pg_activity"]))  # fmt: skip
+    assert first["n"] == 109 and offset > 0
+    writer.close("complete")
+
+
 def test_bundle_refuses_non_empty_out_and_garbage(tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
