@@ -157,6 +157,10 @@ def fold_stack(stack: Stack) -> FoldedSample | None:
     kept: list[Frame] = []
     inline = False  # the leaf is an inline comprehension: its time is the function's own
     for f in stack:
+        if not kept and f[0].endswith(_COMPREHENSION) and ".<locals>." in f[0]:
+            # the root of a torn stack (a non-blocking sample lost the frames above it):
+            # a comprehension's code is the function it is written in
+            f = (f[0].rsplit(".<locals>.", 1)[0], f[1], f[2])
         inline = _inline_comprehension(f, kept[-1] if kept else None)
         if f[1] and not is_plumbing(f) and not inline:
             kept.append(f)

@@ -80,6 +80,11 @@ def test_inline_comprehension_time_is_its_function_s_own() -> None:
     # a generator expression consumed by some other function keeps its own frame
     other = fold_stack((("consume", "/srv/app/util.py", 5), genexpr))
     assert other is not None and other.self_frame == genexpr
+    # a torn non-blocking sample that kept only the comprehension's frame (25 of 533
+    # samples of the demo server in one 6 s window): still the function's own time
+    torn = fold_stack((genexpr,))
+    assert torn is not None and torn.self_frame == cosine
+    assert torn.functions == (("python_cosine_similarity", "/srv/app/server.py"),)
 
 
 def test_classify_stack_categories() -> None:
