@@ -135,7 +135,7 @@ def pool_findings(
     load: Mapping[str, Any] | None,
     min_saturated: float = 0.3,
     held_idle_s: float = HELD_IDLE_S,
-    min_overload: float = 1.5,
+    min_overload: float = 1.25,
 ) -> list[Finding]:
     """Applications whose pooled sessions were all in use at once in most samples.
 
