@@ -51,6 +51,12 @@ def dumps(obj: object) -> str:
     return json.dumps(obj, default=_default, separators=(",", ":"))
 
 
+def check_new_out(path: Path) -> None:
+    """A bundle goes to a new or empty directory (checked before anything slow starts)."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"output directory {path} is not empty; pick a new --out")
+
+
 class BundleWriter:
     """Appends events to a bundle directory; safe to use from several threads."""
 
@@ -75,8 +81,7 @@ class BundleWriter:
     def create(cls, out: Path | None, manifest: Mapping[str, Any]) -> BundleWriter:
         """A new bundle at ``out`` (must be new or empty) or ``runs/<UTC timestamp>/``."""
         path = out if out is not None else Path("runs") / _stamp()
-        if path.exists() and any(path.iterdir()):
-            raise UsageError(f"output directory {path} is not empty; pick a new --out")
+        check_new_out(path)
         path.mkdir(parents=True, exist_ok=True)
         return cls(path, manifest)
 

@@ -13,6 +13,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from diag.bundle import check_new_out
 from diag.config import RunConfig
 from diag.kpi import preset_kpis
 from diag.runner import Prepared, interactive, run_session
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from diag.demo.faults import parse_faults, to_spec
 
     faults = to_spec(parse_faults(args.faults))
+    if args.out is not None:
+        check_new_out(args.out)  # before the stand-in's seconds of start-up, not after
     running = stack.status(args.dir)
     if running is not None and set(running.faults) != set(parse_faults(args.faults)):
         stack.down(args.dir)

@@ -56,3 +56,18 @@ def test_bad_option_value_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert cli.main(["pg", "sideways"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sideways" in err
+
+
+def test_demo_refuses_a_full_out_dir_before_starting_anything(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text("{}")
+    standin = tmp_path / "standin"
+    code = cli.main(["demo", "--headless", "--dir", str(standin), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.splitlines() == [
+        f"archon-diag demo: output directory {tmp_path / 'out'} is not empty; pick a new --out"
+    ]
+    assert not standin.exists()  # no stand-in was started (no seeding, no cluster)
