@@ -510,9 +510,10 @@ def _memory_verdict(verdicts: Iterable[Any]) -> str:
 # ---- database ----------------------------------------------------------------------------
 
 
-# stream file -> the offset of the oldest line the last live pass kept: the window only
-# moves forward, so the next pass reads from there (a pass costs the window, not the run)
-_RECENT_FROM: dict[Path, int] = {}
+# (stream file, window length) -> the offset of the oldest line the last live pass kept:
+# the window only moves forward, so the next pass reads from there (a pass costs the
+# window, not the run)
+_RECENT_FROM: dict[tuple[Path, float], int] = {}
 
 
 def _recent(
@@ -521,7 +522,7 @@ def _recent(
     """``convert`` of the events of the last ``seconds`` before the newest one (streamed
     from where the last pass's window began: a long run's stream is never held whole,
     nor read whole on every refresh)."""
-    key = bundle.path / "events" / stream
+    key = (bundle.path / "events" / stream, seconds)
     kept: deque[tuple[float, int, T]] = deque()
     for offset, e in bundle.events_from(stream, _RECENT_FROM.get(key, 0)):
         newest = float(e.get("t") or 0.0)

@@ -136,7 +136,7 @@ def test_live_passes_read_a_stream_from_where_their_window_began(tmp_path: Path)
     assert analysis._recent(bundle, "pg_activity", 10.0, convert) == list(range(109, 120))
     assert seen == list(range(89, 120))  # from the last window's start, not from 0
     offset, first = next(bundle.events_from("pg_activity", analysis._RECENT_FROM[
-        bundle.path / "events" / "pg_activity"]))  # fmt: skip
+        (bundle.path / "events" / "pg_activity", 10.0)]))  # fmt: skip
     assert first["n"] == 109 and offset > 0
     writer.close("complete")
 
