@@ -120,7 +120,7 @@ def _row_json(row: Any) -> dict[str, Any]:
 
 
 def load_section(bundle: Bundle, t0: float) -> tuple[dict[str, Any] | None, list[Finding]]:
-    from probes.locust import EndpointsSnapshot, LoadTick
+    from probes.locust import LoadTick
 
     ticks = [LoadTick.from_json(e) for e in bundle.events("load") if e.get("type") == "tick"]
     timeline = [
@@ -150,14 +150,10 @@ def load_section(bundle: Bundle, t0: float) -> tuple[dict[str, Any] | None, list
             "recovery": analysed.recovery.to_json() if analysed.recovery else None,
         }
     else:
-        snaps = [
-            EndpointsSnapshot.from_json(e)
-            for e in bundle.events("load")
-            if e.get("type") == "endpoints"
-        ]
-        if not snaps and not ticks:
+        last = _last_endpoints(bundle)
+        if last is None and not ticks:
             return None, []
-        rows_all = snaps[-1].rows if snaps else ()
+        rows_all = last.rows if last is not None else ()
         aggregate = [r for r in rows_all if r.name == "Aggregated"]
         rows = tuple(r for r in rows_all if r.name != "Aggregated")
         extra = {"partial": "the run ended before Locust's final figures were written"}
@@ -197,6 +193,17 @@ def load_section(bundle: Bundle, t0: float) -> tuple[dict[str, Any] | None, list
     return {**extra, "totals": totals, "endpoints": endpoints, "timeline": timeline}, findings
 
 
+def _last_endpoints(bundle: Bundle) -> Any:
+    """The last cumulative endpoint snapshot, or None (only that one is converted)."""
+    from probes.locust import EndpointsSnapshot
+
+    found = None
+    for e in bundle.events("load"):
+        if e.get("type") == "endpoints":
+            found = e
+    return EndpointsSnapshot.from_json(found) if found is not None else None
+
+
 def request_series(bundle: Bundle) -> list[tuple[float, float]]:
     """(time, cumulative requests served) from the load ticks, for leak fitting."""
     return [
@@ -208,24 +215,25 @@ def request_series(bundle: Bundle) -> list[tuple[float, float]]:
 
 def request_counts(bundle: Bundle, start: float | None, end: float | None) -> dict[str, int]:
     """Requests per endpoint inside the measured window (for N+1 detection), from the
-    cumulative endpoint snapshots nearest the window's ends."""
+    cumulative endpoint snapshots nearest the window's ends. Only those two are converted:
+    a long run has thousands, each with every endpoint's histogram, and the live view
+    asks on every pass."""
     from probes.locust import EndpointsSnapshot
 
-    snaps = [
-        EndpointsSnapshot.from_json(e)
-        for e in bundle.events("load")
-        if e.get("type") == "endpoints"
-    ]
-    if not snaps:
+    before = upto = latest = None
+    for e in bundle.events("load"):
+        if e.get("type") != "endpoints":
+            continue
+        t = float(e["t"])
+        if start is not None and t <= start:
+            before = e
+        if end is None or t <= end + 1:
+            upto = e
+        latest = e
+    if latest is None:
         return {}
-    first = None
-    if start is not None:
-        before = [s for s in snaps if s.t <= start]
-        first = before[-1] if before else None
-    last = snaps[-1]
-    if end is not None:
-        upto = [s for s in snaps if s.t <= end + 1]
-        last = upto[-1] if upto else last
+    first = EndpointsSnapshot.from_json(before) if before is not None else None
+    last = EndpointsSnapshot.from_json(upto if upto is not None else latest)
     base = {r.label: r.requests for r in first.rows} if first else {}
     return {
         r.label: r.requests - base.get(r.label, 0)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from diag.commands import profile as profile_cmd
 from diag.config import add_run_options, from_args
-from probes.pyspy import PySpyRecorder, explain_failure, parse_collapsed, read_collapsed
+from probes.pyspy import (
+    PySpyRecorder,
+    _Shared,
+    explain_failure,
+    parse_collapsed,
+    read_collapsed,
+)
 
 FIX = Path(__file__).parents[1] / "fixtures" / "profile"
 
@@ -42,6 +49,26 @@ def test_garbage_and_truncated_lines_are_counted_not_fatal() -> None:
 def test_frames_without_line_numbers() -> None:
     stacks = parse_collapsed(["<module> (app.py);f (app.py) 4"])
     assert stacks.stacks == {(("<module>", "app.py", 0), ("f", "app.py", 0)): 4}
+
+
+def test_windows_share_frames_and_stacks_within_bounds(monkeypatch: Any) -> None:
+    """Two windows of the same process hold the same frame and stack objects, not copies;
+    past its limit a table starts again and what was parsed before stays intact."""
+    import probes.pyspy as pyspy
+
+    monkeypatch.setattr(pyspy, "_SHARED", _Shared(frames=3, stacks=1))
+    line = "main (/app/x.py:3);work (/app/x.py:9) 7"
+    a = parse_collapsed([line])
+    b = parse_collapsed([line, "main (/app/x.py:3);other (/app/x.py:12) 1"])
+    (sa,) = a.stacks
+    sb = next(s for s in b.stacks if s == sa)
+    assert sb is sa and sb[0] is sa[0]
+    # the stack table is over its limit now: the next window starts a new one
+    c = parse_collapsed([line, "main (/app/x.py:3);more (/app/x.py:20) 2"])
+    (sc,) = (s for s in c.stacks if s == sa)
+    assert sc is not sa and sc == sa
+    assert len(pyspy._SHARED.stacks) <= 2 and len(pyspy._SHARED.frames) <= 4
+    assert a.stacks == {sa: 7} and b.total == 8 and c.total == 9
 
 
 def test_failure_messages_are_one_actionable_line() -> None:

@@ -141,6 +141,30 @@ def test_live_passes_read_a_stream_from_where_their_window_began(tmp_path: Path)
     writer.close("complete")
 
 
+def test_request_counts_take_the_snapshots_nearest_the_window_ends(tmp_path: Path) -> None:
+    """Requests per endpoint in the measured window: the last cumulative snapshot up to
+    its end (one second of slack) less the last one before its start."""
+    from diag.analysis import request_counts
+
+    writer = BundleWriter.create(tmp_path / "b", {})
+
+    def snap(t: float, home: int, api: int) -> None:
+        rows = [{"method": "GET", "name": n, "requests": r, "failures": 0}
+                for n, r in (("/", home), ("/api", api), ("Aggregated", home + api))]  # fmt: skip
+        writer.emit("load", {"type": "endpoints", "t": t, "elapsed": t, "rows": rows}, t=t)
+
+    writer.emit("load", {"type": "tick", "t": 0.5}, t=0.5)
+    for t, home, api in ((1, 5, 0), (5, 20, 10), (10, 40, 30), (15, 60, 50), (20, 90, 90)):
+        snap(float(t), home, api)
+    bundle = Bundle(tmp_path / "b")
+    assert request_counts(bundle, 6.0, 14.5) == {"GET /": 40, "GET /api": 40}
+    assert request_counts(bundle, 6.0, None) == {"GET /": 70, "GET /api": 80}
+    assert request_counts(bundle, None, 5.0) == {"GET /": 20, "GET /api": 10}
+    assert request_counts(bundle, 0.5, 0.0) == {"GET /": 5}  # no snapshot before either end
+    assert request_counts(Bundle(BundleWriter.create(tmp_path / "e", {}).path), 1.0, 2.0) == {}
+    writer.close("complete")
+
+
 def test_bundle_refuses_non_empty_out_and_garbage(tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
