@@ -393,6 +393,9 @@ def profiler_section(
     opts = ProfileOptions(
         out_dir=bundle.artefacts("profiles"),
         rate=int(options.get("rate") or 100),
+        # a live pass's profile covers its recent windows only: the report's exports are
+        # the final pass's (writing them every pass cost a few MiB and ms each time)
+        exports=recent_windows is None,
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     requests = request_series(bundle)

@@ -40,6 +40,7 @@ class ProfileOptions:
     memray: bool = False
     memray_duration: float | None = None  # default: the whole run (after the attach)
     memory_limit: float | None = None  # default: cgroup limit or host RAM
+    exports: bool = True  # write speedscope and collapsed files (the live view does not)
 
 
 @dataclass
@@ -247,7 +248,7 @@ def analyse(
         breakdown = hotspots.wall_breakdown(
             wall, cpu if c.cpu else None, wall_seconds=wall_s, cpu_seconds=cpu_s or 1.0
         )
-    if cpu.stacks:
+    if cpu.stacks and opts.exports:
         base = opts.out_dir / f"profile-{c.target.pid}"
         speed = base.with_suffix(".speedscope.json")
         speed.write_text(json.dumps(hotspots.to_speedscope(cpu, label, opts.rate)))

@@ -63,6 +63,30 @@ def test_doctests() -> None:
     assert result.attempted > 0 and result.failed == 0
 
 
+def test_median_slope_is_exact_without_holding_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bracketed median equals the median of every pairwise slope, on noise, steps
+    (many ties), repeated times and a periodic series, and when the bracket misses."""
+    rng = random.Random(7)
+    xs = [float(i) for i in range(400)]
+    cases = [
+        (xs, [rng.gauss(0, 1e6) + 4096 * i for i in range(400)]),
+        (xs, [float(i // 50) * MIB for i in range(400)]),
+        ([float(i // 3) for i in range(400)], [rng.random() for _ in range(400)]),
+        (xs, [float(i % 7) for i in range(400)]),
+        (xs[:150], [rng.random() for _ in range(150)]),
+    ]
+    for x, y in cases:
+        assert leaks._median_slope(x, y) == leaks._median_of_all(x, y)
+    assert leaks._median_slope([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
+    assert leaks._median_of_all([], []) is None
+    # a bracket that misses the median (a sample far off it) falls back to every slope
+    x, y = cases[0]
+    real_sample = random.Random.sample
+    monkeypatch.setattr(random.Random, "sample", lambda self, pop, k: [0, len(pop) - 1])
+    assert leaks._median_slope(x, y) == leaks._median_of_all(x, y)
+    monkeypatch.setattr(random.Random, "sample", real_sample)
+
+
 def test_steady_growth_is_a_leak_with_projection() -> None:
     rng = random.Random(1)
     values = [200 * MIB + i * 512 * 1024 + rng.gauss(0, 256 * 1024) for i in range(120)]
