@@ -55,7 +55,8 @@ class LoadProbe(ProbeTask):
             locustfile=cfg.locustfile,
             agents_host=cfg.agents_host,
         )
-        self.run_ = LocustRun(spec, ctx.bundle.artefact_dir("locust"))
+        # every tick goes to the bundle (run() below); the analysis reads them from there
+        self.run_ = LocustRun(spec, ctx.bundle.artefact_dir("locust"), keep_ticks=False)
         await self.run_.start()
         ctx.publish("load_state", "running")
         ctx.publish("shape", cfg.shape)

@@ -300,6 +300,7 @@ class LoadResult:
     dropped_lines: int
     stats_json: str | None  # Locust's own --json-file
     log_path: str
+    tick_count: int | None = None  # ticks seen, when ``ticks`` were not kept (None: all kept)
 
     @property
     def all_refused(self) -> bool:
@@ -322,7 +323,7 @@ class LoadResult:
             "endpoints": [e.to_json() for e in self.endpoints],
             "errors": [asdict(e) for e in self.errors],
             "stages": [asdict(s) for s in self.stages],
-            "ticks": len(self.ticks),
+            "ticks": len(self.ticks) if self.tick_count is None else self.tick_count,
             "dropped_lines": self.dropped_lines,
             "stats_json": self.stats_json,
             "log_path": self.log_path,
@@ -561,12 +562,19 @@ def build_command(
 class LocustRun:
     """One Locust subprocess and its live stream. Not reusable: one run per object."""
 
-    def __init__(self, spec: LoadSpec, out_dir: Path) -> None:
+    def __init__(self, spec: LoadSpec, out_dir: Path, keep_ticks: bool = True) -> None:
+        """``keep_ticks=False``: the caller records every tick itself (a Session writes
+        them to its bundle), so ``timeline`` and the result's ``ticks`` stay empty instead
+        of growing by one tick a second for the whole run."""
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.log_path = self.out_dir / LOG_NAME
         self.json_base = self.out_dir / STATS_JSON
+        self.keep_ticks = keep_ticks
         self.timeline: list[LoadTick] = []
+        self._first_tick: LoadTick | None = None
+        self._last_tick: LoadTick | None = None
+        self._tick_count = 0
         self.stages: list[StageSummary] = []
         self.latest_endpoints: EndpointsSnapshot | None = None
         self.hello: dict[str, Any] | None = None
@@ -594,7 +602,7 @@ class LocustRun:
 
     @property
     def latest(self) -> LoadTick | None:
-        return self.timeline[-1] if self.timeline else None
+        return self._last_tick
 
     def command(self, fd: int = 3, control_fd: int | None = None) -> list[str]:
         return build_command(self.spec, fd, self.json_base, control_fd)
@@ -838,7 +846,11 @@ class LocustRun:
                         self.final = record
                     continue
                 if isinstance(record, LoadTick):
-                    self.timeline.append(record)
+                    self._first_tick = self._first_tick or record
+                    self._last_tick = record
+                    self._tick_count += 1
+                    if self.keep_ticks:
+                        self.timeline.append(record)
                 elif isinstance(record, StageSummary):
                     self.stages.append(record)
                 else:
@@ -883,7 +895,8 @@ class LocustRun:
         final = self.final or {}
         started = final.get("test_started")
         end_t = float(final.get("t") or (self.latest.t if self.latest else time.time()))
-        start_t = float(started) if started else (self.timeline[0].t if self.timeline else end_t)
+        first = self._first_tick
+        start_t = float(started) if started else (first.t if first else end_t)
         span = max(end_t - start_t, 1e-6)
         json_path = self.json_base.with_name(self.json_base.name + ".json")
         endpoints: tuple[EndpointRow, ...] = ()
@@ -932,6 +945,7 @@ class LocustRun:
             dropped_lines=int(final.get("dropped") or (self.latest.dropped if self.latest else 0)),
             stats_json=str(json_path) if json_path.is_file() else None,
             log_path=str(self.log_path),
+            tick_count=None if self.keep_ticks else self._tick_count,
         )
 
 

@@ -49,50 +49,64 @@ class CollapsedStacks:
 
 
 class _Shared:
-    """Frames and stacks shared by every window this process parses. A live view holds
+    """Frames and stacks shared by the windows this process parses. A live view holds
     about a hundred windows of the same processes; parsed apart, each kept its own copy
     of the same frames (20,000 frame tuples and their names for 1,100 distinct frames in
-    the demo's live view). Bounded: a table past its limit starts again (a few MiB at
-    most), and windows already parsed keep what they hold."""
+    the demo's live view).
 
-    def __init__(self, frames: int = 20_000, stacks: int = 10_000) -> None:
-        self.limits = frames, stacks
+    Bounded by recent use, not by the run's length: the tables start a new generation
+    every ``every`` parses, and what two generations did not use is dropped (windows
+    parsed before keep what they hold). A table of everything ever seen grew all run."""
+
+    def __init__(self, every: int = 256) -> None:
+        self.every = every
+        self.parses = 0
         self.frames: dict[str, Frame] = {}
         self.stacks: dict[Stack, Stack] = {}
+        self._old_frames: dict[str, Frame] = {}
+        self._old_stacks: dict[Stack, Stack] = {}
 
-    def tables(self) -> tuple[dict[str, Frame], dict[Stack, Stack]]:
-        if len(self.frames) > self.limits[0]:
-            self.frames = {}
-        if len(self.stacks) > self.limits[1]:
-            self.stacks = {}
-        return self.frames, self.stacks
+    def next_parse(self) -> None:
+        self.parses += 1
+        if self.parses % self.every == 0:
+            self._old_frames, self.frames = self.frames, {}
+            self._old_stacks, self.stacks = self.stacks, {}
+
+    def frame(self, text: str) -> Frame | None:
+        """The frame of ``text`` when this generation has not seen it yet."""
+        frame = self._old_frames.get(text) or _parse_frame(text)
+        if frame is not None:
+            self.frames[text] = frame
+        return frame
+
+    def stack(self, stack: Stack) -> Stack:
+        """The shared copy of ``stack`` when this generation has not seen it yet."""
+        shared = self._old_stacks.get(stack, stack)
+        self.stacks[shared] = shared
+        return shared
 
 
 _SHARED = _Shared()
 
 
-def _parse_frame(text: str, cache: dict[str, Frame]) -> Frame | None:
-    frame = cache.get(text)
-    if frame is not None:
-        return frame
+def _parse_frame(text: str) -> Frame | None:
     idx = text.rfind(" (") if text.endswith(")") else -1
     if idx > 0 or (idx == 0 and text):
         inner = text[idx + 2 : -1]
         path, sep, line = inner.rpartition(":")
         has_line = sep and line.isdigit()
-        frame = (text[:idx], path, int(line)) if has_line else (text[:idx], inner, 0)
-    elif text and "(" not in text:  # e.g. a thread or process label frame
-        frame = (text, "", 0)
-    else:
-        return None
-    cache[text] = frame
-    return frame
+        return (text[:idx], path, int(line)) if has_line else (text[:idx], inner, 0)
+    if text and "(" not in text:  # e.g. a thread or process label frame
+        return (text, "", 0)
+    return None
 
 
 def parse_collapsed(lines: Iterable[str]) -> CollapsedStacks:
     """Parse ``frame;frame;... count`` lines (root first). Bad lines are counted, skipped."""
     stacks: dict[Stack, int] = {}
-    cache, shared = _SHARED.tables()
+    shared = _SHARED
+    shared.next_parse()
+    known_frames, known_stacks = shared.frames, shared.stacks
     bad = 0
     for raw in lines:
         line = raw.rstrip("\n")
@@ -104,13 +118,13 @@ def parse_collapsed(lines: Iterable[str]) -> CollapsedStacks:
             continue
         frames = []
         for part in body.split(";"):
-            frame = _parse_frame(part, cache)
+            frame = known_frames.get(part) or shared.frame(part)
             if frame is None:
                 break
             frames.append(frame)
         else:
             stack = tuple(frames)
-            stack = shared.setdefault(stack, stack)
+            stack = known_stacks.get(stack) or shared.stack(stack)
             stacks[stack] = stacks.get(stack, 0) + int(count_text)
             continue
         bad += 1

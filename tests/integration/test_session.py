@@ -16,6 +16,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from diag import cli
+from diag.bundle import Bundle
 from diag.demo.stack import DemoTarget
 
 CLI = [sys.executable, "-m", "diag"]
@@ -64,6 +65,13 @@ def test_headless_run_writes_every_report_and_applies_gates(
     assert report["schema"] == "archon-diag.report/1"
     assert report["run"]["status"] == "complete"
     assert report["load"]["totals"]["requests"] > 20
+    # the session keeps no tick list of its own: the bundle has the ticks, the result
+    # their count (a tick or two may come after the session stopped reading)
+    bundle = Bundle(out)
+    (result,) = bundle.events("load_result")
+    ticks = [e for e in bundle.events("load") if e.get("type") == "tick"]
+    assert len(ticks) > 10 and 0 <= result["ticks"] - len(ticks) <= 2
+    assert len(report["load"]["timeline"]) == len(ticks)
     assert {p["role"] for p in report["processes"]} >= {""} or report["processes"]
     kinds = {f["kind"] for f in report["findings"]}
     assert kinds & {"missing_index", "plan_issue", "slow_query"}, kinds

@@ -51,24 +51,30 @@ def test_frames_without_line_numbers() -> None:
     assert stacks.stacks == {(("<module>", "app.py", 0), ("f", "app.py", 0)): 4}
 
 
-def test_windows_share_frames_and_stacks_within_bounds(monkeypatch: Any) -> None:
-    """Two windows of the same process hold the same frame and stack objects, not copies;
-    past its limit a table starts again and what was parsed before stays intact."""
+def test_windows_share_frames_and_stacks_of_recent_use(monkeypatch: Any) -> None:
+    """Two windows of the same process hold the same frame and stack objects, not copies.
+    The shared tables keep only what the last two generations of parses used; windows
+    parsed before keep what they hold."""
     import probes.pyspy as pyspy
 
-    monkeypatch.setattr(pyspy, "_SHARED", _Shared(frames=3, stacks=1))
+    shared = _Shared(every=2)
+    monkeypatch.setattr(pyspy, "_SHARED", shared)
     line = "main (/app/x.py:3);work (/app/x.py:9) 7"
     a = parse_collapsed([line])
     b = parse_collapsed([line, "main (/app/x.py:3);other (/app/x.py:12) 1"])
     (sa,) = a.stacks
     sb = next(s for s in b.stacks if s == sa)
     assert sb is sa and sb[0] is sa[0]
-    # the stack table is over its limit now: the next window starts a new one
-    c = parse_collapsed([line, "main (/app/x.py:3);more (/app/x.py:20) 2"])
-    (sc,) = (s for s in c.stacks if s == sa)
-    assert sc is not sa and sc == sa
-    assert len(pyspy._SHARED.stacks) <= 2 and len(pyspy._SHARED.frames) <= 4
-    assert a.stacks == {sa: 7} and b.total == 8 and c.total == 9
+    # a new generation began with b: what a used came over from the old one
+    c = parse_collapsed([line])
+    assert next(iter(c.stacks)) is sa and sa in shared.stacks
+    # two generations without "work": it is gone from the tables, intact in the windows
+    for _ in range(4):
+        parse_collapsed(["main (/app/x.py:3) 1"])
+    assert sa not in shared.stacks and "work (/app/x.py:9)" not in shared.frames
+    d = parse_collapsed([line])
+    assert next(iter(d.stacks)) == sa and next(iter(d.stacks)) is not sa
+    assert a.stacks == {sa: 7} and b.total == 8 and c.total == 7
 
 
 def test_failure_messages_are_one_actionable_line() -> None:
