@@ -547,6 +547,24 @@ def _recent(
     return [record for _, _, record in kept]
 
 
+class _StatementWalk:
+    """Reads pg_statements snapshots one at a time, for ``_recent`` or a whole stream:
+    each gives (taken_at, database time since the one before), and the walk keeps the
+    last. Two snapshots are held at a time, not a window's dozens (each has every
+    statement) or a soak's thousands."""
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def __call__(self, e: dict[str, Any]) -> tuple[float, Any]:
+        from probes.postgres.statements import StatementSnapshot, timeline
+
+        snap = StatementSnapshot.from_json(e)
+        point = timeline((self.last, snap))[0] if self.last is not None else None
+        self.last = snap
+        return snap.taken_at, point
+
+
 def db_section(
     bundle: Bundle, counts: Mapping[str, int], recent_s: float | None = None
 ) -> tuple[dict[str, Any] | None, list[Finding], list[dict[str, Any]], list[str], list[Any]]:
@@ -557,30 +575,32 @@ def db_section(
     the latest, so each refresh costs the same however long the run has lasted."""
     from diag.dbanalysis import analyze_window, summarize_waits
     from probes.postgres.activity import ActivitySample
-    from probes.postgres.statements import StatementSnapshot, StatementText, diff, timeline
+    from probes.postgres.statements import StatementSnapshot, StatementText, diff
 
+    walk = _StatementWalk()
     if recent_s is None:
-        snapshots = [StatementSnapshot.from_json(e) for e in bundle.events("pg_statements")]
+        steps = [walk(e) for e in bundle.events("pg_statements")]
         samples = [ActivitySample.from_json(e) for e in bundle.events("pg_activity")]
-        recent = snapshots
     else:
-        first = next(iter(bundle.events("pg_statements")), None)
-        recent = _recent(bundle, "pg_statements", recent_s, StatementSnapshot.from_json)
-        snapshots = list(recent)
-        if first is not None and recent and recent[0].taken_at != first.get("taken_at"):
-            snapshots.insert(0, StatementSnapshot.from_json(first))
+        steps = _recent(bundle, "pg_statements", recent_s, walk)
         samples = _recent(bundle, "pg_activity", recent_s, ActivitySample.from_json)
+    # statements from the run's first snapshot to its latest; the timeline from the pairs
+    # of consecutive snapshots read (the first one read pairs with nothing kept)
+    snapshots: list[Any] = []
+    first = next(iter(bundle.events("pg_statements")), None)
+    if walk.last is not None and first is not None:
+        if first.get("taken_at") != walk.last.taken_at:
+            snapshots.append(StatementSnapshot.from_json(first))
+        snapshots.append(walk.last)
     if not snapshots and not samples:
         return None, [], [], [], []
     notes: list[str] = []
     final = None
     for e in bundle.events("pg_report"):
         final = e
-    db_timeline = (
-        [(round(p.t, 2), round(p.db_time_ms_per_s, 2)) for p in timeline(recent)]
-        if len(recent) > 1
-        else []
-    )
+    db_timeline = [
+        (round(p.t, 2), round(p.db_time_ms_per_s, 2)) for _, p in steps[1:] if p is not None
+    ]
     if final is not None:
         findings = [Finding.from_json(f) for f in final.get("findings") or []]
         plans = [

@@ -166,6 +166,42 @@ def test_live_tap_keeps_fixed_rings_and_shows_their_tail(monkeypatch: Any) -> No
     assert session._Tap(t0=0.0).view() == ((), (), {})
 
 
+def test_database_section_reads_snapshots_two_at_a_time(tmp_path: Path) -> None:
+    """Statements cover the run's first snapshot to its last and the timeline every pair
+    of consecutive snapshots, whole or in a live window (the live timeline is the
+    window's tail of the whole one, its statements the same)."""
+    from diag import analysis
+
+    writer = BundleWriter.create(tmp_path / "b", {})
+    for qid, text in ((1, "SELECT a FROM t WHERE id = $1"), (2, "UPDATE t SET a = $1")):
+        writer.emit("pg_texts", {"queryid": qid, "query": text, "is_probe": False})
+
+    def counters(qid: int, calls: int, ms: float) -> dict[str, object]:
+        return {"userid": 10, "dbid": 5, "queryid": qid, "toplevel": True, "calls": calls,
+                "total_exec_ms": ms, "total_plan_ms": 0.0, "rows": calls,
+                "shared_blks_hit": 0, "shared_blks_read": 0, "shared_blks_dirtied": 0,
+                "shared_blks_written": 0, "temp_blks_read": 0, "temp_blks_written": 0,
+                "blk_read_ms": 0.0, "blk_write_ms": 0.0}  # fmt: skip
+
+    for i in range(6):  # one snapshot every 5 s; statement 1 speeds up, 2 stays put
+        t = 1000.0 + 5 * i
+        rows = [counters(1, 10 * i * i, 50.0 * i * i), counters(2, i, 2.0 * i)]
+        snap = {"taken_at": t, "cost_ms": 1.0, "server_version_num": 150000,
+                "pss_version": "1.10", "statements": rows}  # fmt: skip
+        writer.emit("pg_statements", snap, t=t)
+    bundle = Bundle(tmp_path / "b")
+    whole = analysis.db_section(bundle, {}, None)[0]
+    live = analysis.db_section(bundle, {}, 12.0)[0]
+    assert whole is not None and live is not None
+    # database time per second between consecutive snapshots: (50 (i^2 - (i-1)^2) + 2) / 5
+    assert [v for _, v in whole["timeline"]] == [10.4, 30.4, 50.4, 70.4, 90.4]
+    assert live["timeline"] == whole["timeline"][-2:]  # the last 12 s: three snapshots
+    assert live["top"] == whole["top"]
+    calls = {s["queryid"]: s["calls"] for s in whole["top"]}
+    assert calls == {1: 250, 2: 5}  # from the first snapshot to the last
+    writer.close("complete")
+
+
 def test_request_counts_take_the_snapshots_nearest_the_window_ends(tmp_path: Path) -> None:
     """Requests per endpoint in the measured window: the last cumulative snapshot up to
     its end (one second of slack) less the last one before its start."""
