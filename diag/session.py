@@ -17,11 +17,10 @@ import asyncio
 import contextlib
 import ctypes
 import functools
-import math
 import sys
 import threading
 import time
-from array import array
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -251,72 +250,33 @@ def _one_line(exc: BaseException) -> str:
 # ---- the live view ----------------------------------------------------------------------
 
 
-class _Ring:
-    """The last ``size`` rows of ``width`` floats, in one array allocated up front:
-    appending allocates nothing. (Deques of point objects grew by a few objects a second
-    for the first 15 minutes of every run, scattered among the analysis passes' memory.)"""
-
-    def __init__(self, size: int, width: int) -> None:
-        self.size = size
-        self.width = width
-        self.data = array("d", bytes(8 * size * width))
-        self.count = 0  # rows ever appended
-
-    def append(self, *row: float) -> None:
-        base = (self.count % self.size) * self.width
-        for k, value in enumerate(row):
-            self.data[base + k] = value
-        self.count += 1
-
-    def rows(self, last: int) -> list[tuple[float, ...]]:
-        """The ``last`` kept rows, oldest first."""
-        n = min(self.count, self.size, last)
-        w = self.width
-        out = []
-        for i in range(self.count - n, self.count):
-            base = (i % self.size) * w
-            out.append(tuple(self.data[base : base + w]))
-        return out
-
-    def first(self) -> tuple[float, ...] | None:
-        """The oldest kept row."""
-        if not self.count:
-            return None
-        base = ((self.count - min(self.count, self.size)) % self.size) * self.width
-        return tuple(self.data[base : base + self.width])
-
-
-def _opt(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _unopt(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
 class _Tap:
     """The live figures that must move every second (load, endpoints, process series),
-    kept in memory from the records as they are written, in fixed rings of the last
-    ``keep`` seconds (a snapshot shows the last ``SHOWN`` of them); the expensive analysis
-    (findings, hotspots, plans) refreshes on its own slower clock."""
+    kept in memory from the records as they are written; the expensive analysis
+    (findings, hotspots, plans) refreshes on its own slower clock.
 
-    def __init__(self, t0: float, keep: int = 900) -> None:
+    Series keep their last ``keep`` seconds (more than any sparkline is wide) and each
+    process its first point (the change over the run starts there): full in five
+    minutes, where 15 minutes of points grew every second for a quarter of an hour."""
+
+    def __init__(self, t0: float, keep: int = 300) -> None:
         self.t0 = t0
         self.keep = keep
         self.lock = threading.Lock()
-        self._load = _Ring(keep, 7)
+        self.load: deque[LoadPoint] = deque(maxlen=keep)
         self.endpoints: tuple[EndpointRow, ...] = ()
-        self._series: dict[int, _Ring] = {}
+        self.series: dict[int, deque[ProcessPoint]] = {}
+        self.first: dict[int, ProcessPoint] = {}
 
     def __call__(self, stream: str, data: dict[str, Any]) -> None:
         kind = data.get("type")
         t = float(data.get("t") or 0.0) - self.t0
         with self.lock:
             if stream == "load" and kind == "tick":
-                self._load.append(
-                    t, float(data["users"]), float(data["rps"]), float(data["fail_per_s"]),
-                    _opt(data.get("p50_ms")), _opt(data.get("p95_ms")),
-                    _opt(data.get("p99_ms")),
+                self.load.append(
+                    LoadPoint(t, int(data["users"]), float(data["rps"]),
+                              float(data["fail_per_s"]), data.get("p50_ms"),
+                              data.get("p95_ms"), data.get("p99_ms"))
                 )  # fmt: skip
             elif stream == "load" and kind == "endpoints":
                 self.endpoints = tuple(
@@ -334,33 +294,21 @@ class _Tap:
                     if r.get("name") != "Aggregated"
                 )
             elif stream == "process" and kind == "process":
-                ring = self._series.get(int(data["pid"]))
-                if ring is None:
-                    ring = self._series[int(data["pid"])] = _Ring(self.keep, 3)
-                ring.append(t, float(data["cpu_percent"]), float(data["rss"]))
+                pid = int(data["pid"])
+                point = ProcessPoint(t, float(data["cpu_percent"]), int(data["rss"]))
+                self.first.setdefault(pid, point)
+                self.series.setdefault(pid, deque(maxlen=self.keep)).append(point)
 
     def view(
         self,
     ) -> tuple[tuple[LoadPoint, ...], tuple[EndpointRow, ...], dict[int, tuple[ProcessPoint, ...]]]:
-        """What a snapshot shows: the last ``SHOWN`` seconds of load and of each process
-        (after its oldest kept point: a change over the kept window starts there)."""
-        with self.lock:  # raw rows only: the event loop's writes wait on this lock
-            load_rows = self._load.rows(SHOWN)
-            endpoints = self.endpoints
-            process_rows = {pid: (r.first(), r.rows(SHOWN)) for pid, r in self._series.items()}
-        load = tuple(
-            LoadPoint(t, int(users), rps, fails, _unopt(p50), _unopt(p95), _unopt(p99))
-            for t, users, rps, fails, p50, p95, p99 in load_rows
-        )
-        series: dict[int, tuple[ProcessPoint, ...]] = {}
-        for pid, (first, rows) in process_rows.items():
-            if first is not None and rows and first != rows[0]:
-                rows.insert(0, first)
-            series[pid] = tuple(ProcessPoint(t, cpu, int(rss)) for t, cpu, rss in rows)
-        return load, endpoints, series
-
-
-SHOWN = 300  # seconds of each series a snapshot carries: more than any sparkline is wide
+        """What a snapshot shows: load and each process's series, oldest first."""
+        with self.lock:
+            series = {}
+            for pid, points in self.series.items():
+                first = self.first[pid]
+                series[pid] = tuple(points) if points[0] is first else (first, *points)
+            return tuple(self.load), self.endpoints, series
 
 
 class LiveSession:

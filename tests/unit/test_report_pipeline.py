@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -142,27 +141,24 @@ def test_live_passes_read_a_stream_from_where_their_window_began(tmp_path: Path)
     writer.close("complete")
 
 
-def test_live_tap_keeps_fixed_rings_and_shows_their_tail(monkeypatch: Any) -> None:
-    """The live figures sit in rings allocated up front: the last ``keep`` seconds kept,
-    the last ``SHOWN`` shown, and each process's oldest kept point first (its change
-    over the kept window)."""
+def test_live_tap_keeps_the_last_seconds_and_the_first_point() -> None:
+    """The live figures keep their last ``keep`` seconds, and each process its first
+    point too (the change over the run starts there)."""
     from diag import session
 
-    monkeypatch.setattr(session, "SHOWN", 3)
-    tap = session._Tap(t0=100.0, keep=5)
-    data = tap._load.data
-    for i in range(8):
+    tap = session._Tap(t0=100.0, keep=3)
+    for i in range(6):
         tap("load", {"type": "tick", "t": 101.0 + i, "users": i, "rps": 2.0 * i,
-                     "fail_per_s": 0.0, "p50_ms": None if i == 6 else 10.0 + i,
+                     "fail_per_s": 0.0, "p50_ms": None if i == 4 else 10.0 + i,
                      "p95_ms": 20.0, "p99_ms": None})  # fmt: skip
         tap("process", {"type": "process", "t": 101.0 + i, "pid": 7, "cpu_percent": 1.0,
                         "rss": 1000 + i})  # fmt: skip
-    assert tap._load.data is data and len(data) == 5 * 7  # no growth: the same array
+        if i == 1:
+            assert [p.rss_bytes for p in tap.view()[2][7]] == [1000, 1001]
     load, _, series = tap.view()
-    assert [p.users for p in load] == [5, 6, 7] and [p.t for p in load] == [6.0, 7.0, 8.0]
-    assert load[1].p50_ms is None and load[2].p50_ms == 17.0 and load[0].p99_ms is None
-    # kept: seconds 4..8 (the last five); shown: the oldest kept, then the last three
-    assert [p.rss_bytes for p in series[7]] == [1003, 1005, 1006, 1007]
+    assert [p.users for p in load] == [3, 4, 5] and [p.t for p in load] == [4.0, 5.0, 6.0]
+    assert load[1].p50_ms is None and load[2].p50_ms == 15.0
+    assert [p.rss_bytes for p in series[7]] == [1000, 1003, 1004, 1005]
     assert session._Tap(t0=0.0).view() == ((), (), {})
 
 
