@@ -50,15 +50,17 @@ class CollapsedStacks:
 
 class _Shared:
     """Frames and stacks shared by the windows this process parses. A live view holds
-    about a hundred windows of the same processes; parsed apart, each kept its own copy
-    of the same frames (20,000 frame tuples and their names for 1,100 distinct frames in
-    the demo's live view).
+    dozens of windows of the same processes; parsed apart, each kept its own copy of the
+    same frames (20,000 frame tuples and their names for 1,100 distinct frames in a live
+    view of 96 windows).
 
     Bounded by recent use, not by the run's length: the tables start a new generation
     every ``every`` parses, and what two generations did not use is dropped (windows
-    parsed before keep what they hold). A table of everything ever seen grew all run."""
+    parsed before keep what they hold). A table of everything ever seen grew all run.
+    64 parses is about 40 s of the demo's windows (each is parsed twice: when recorded,
+    and by the live view): two generations cover the live view's minute."""
 
-    def __init__(self, every: int = 256) -> None:
+    def __init__(self, every: int = 64) -> None:
         self.every = every
         self.parses = 0
         self.frames: dict[str, Frame] = {}
