@@ -156,6 +156,8 @@ class DiagApp(App[int]):
         snap = message.snapshot
         self.snapshot = snap
         self.snapshots_applied += 1
+        if self.snapshots_applied % FORGET_WIDTHS_EVERY == 0:
+            forget_cell_widths()
         last_users = snap.load[-1].users if snap.load else None
         if last_users == self._users_pending or snap.load_state in ("stopped", "off"):
             self._users_pending = None
@@ -369,6 +371,22 @@ def _quit_on_hangup(app: DiagApp) -> Iterator[None]:
         sys.__stderr__ = terminal  # type: ignore[misc]
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+FORGET_WIDTHS_EVERY = 60  # snapshots: about a minute
+
+
+def forget_cell_widths() -> None:
+    """Empty rich's cache of the cell widths of the last 4,096 strings drawn (those under
+    512 characters). A live dashboard draws new strings every second, one per changing
+    line, so the cache filled for the first several minutes of a session with text never
+    drawn again (about 9 strings a second in the demo, many of them whole blocks). The
+    widths of ASCII text cost next to nothing to measure again."""
+    import rich.cells
+
+    clear = getattr(getattr(rich.cells, "cached_cell_len", None), "cache_clear", None)
+    if callable(clear):
+        clear()
 
 
 def run_app(

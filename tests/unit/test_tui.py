@@ -349,6 +349,31 @@ async def test_updated_tables_keep_no_stale_renders(frames: list[LiveSnapshot]) 
         assert len(table._line_cache) <= 3 * 24
 
 
+async def test_drawn_text_widths_are_forgotten_every_minute(
+    frames: list[LiveSnapshot], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich's cell-width cache holds every line drawn until 4,096 of them: the app
+    empties it every ``FORGET_WIDTHS_EVERY`` snapshots."""
+    import rich.cells
+
+    from tui import app as app_module
+
+    monkeypatch.setattr(app_module, "FORGET_WIDTHS_EVERY", 5)
+    source = ReplaySource(frames, mode="call", loop=True)
+    app = DiagApp(source, refresh_s=None)
+    sizes = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(pilot, app)
+        for n in range(2, 11):
+            app.poll()
+            await _ready(pilot, app, n)
+            await pilot.pause()
+            sizes.append(rich.cells.cached_cell_len.cache_info().currsize)
+    # emptied after the 5th and the 10th snapshot, refilled by the renders in between
+    assert sizes[3] < sizes[2] and sizes[2] > 0, sizes
+    assert sizes[8] < sizes[7], sizes
+
+
 class _BrokenSource(ReplaySource):
     def snapshot(self) -> LiveSnapshot:
         raise RuntimeError("session lost its database connection")
