@@ -256,8 +256,8 @@ class _Tap:
     (findings, hotspots, plans) refreshes on its own slower clock.
 
     Series keep their last ``keep`` seconds (more than any sparkline is wide) and each
-    process its first point (the change over the run starts there): full in five
-    minutes, where 15 minutes of points grew every second for a quarter of an hour."""
+    process its first point (the change over the run starts there). They are full after
+    five minutes; keeping 15 made them grow for the first quarter hour of every run."""
 
     def __init__(self, t0: float, keep: int = 300) -> None:
         self.t0 = t0
