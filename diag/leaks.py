@@ -70,6 +70,9 @@ def _slopes(x: Sequence[float], y: Sequence[float]) -> Iterator[float]:
                 yield (y[j] - yi) / (x[j] - xi)
 
 
+_SAMPLE = 2000  # pairs sampled to bracket the median slope
+
+
 def _median_slope(x: Sequence[float], y: Sequence[float]) -> float | None:
     """The exact median of the pairwise slopes, without holding them all: 400 points have
     80,000 pairs (about 3 MiB as a list of floats, on every live pass). A sample of pairs
@@ -99,8 +102,6 @@ def _median_slope(x: Sequence[float], y: Sequence[float]) -> float | None:
             below += 1
         elif v <= hi:
             inside.append(v)
-    if total == 0:
-        return None
     ranks = (total // 2,) if total % 2 else (total // 2 - 1, total // 2)
     if all(below <= r < below + len(inside) for r in ranks):
         inside.sort()
@@ -111,9 +112,6 @@ def _median_slope(x: Sequence[float], y: Sequence[float]) -> float | None:
 def _median_of_all(x: Sequence[float], y: Sequence[float]) -> float | None:
     slopes = list(_slopes(x, y))
     return _median(slopes) if slopes else None
-
-
-_SAMPLE = 2000
 
 
 def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
