@@ -26,7 +26,6 @@ from probes.targets import Target
 
 if TYPE_CHECKING:
     from diag.live import LiveSnapshot
-    from diag.session import SessionContext
     from probes.locust import LoadResult
 
 
@@ -280,8 +279,30 @@ class _PassCache:
             self._current[key] = value
         return value
 
+    def entries(self, kind: str) -> dict[tuple[Any, ...], Any]:
+        """What the last two passes parsed of one ``kind`` ("memray", "pyspy")."""
+        with self._lock:
+            both = {**self._previous, **self._current}
+        return {k: v for k, v in both.items() if k[0] == kind}
+
+    def adopt(self, entries: Mapping[tuple[Any, ...], Any]) -> None:
+        """Take entries parsed elsewhere (by the worker this process replaces) as if the
+        last pass had read them (between passes: the next one starts with ``next_pass``)."""
+        with self._lock:
+            for key, value in entries.items():
+                self._current.setdefault(key, value)
+
 
 _ARTEFACTS = _PassCache()
+
+
+def parsed_captures() -> dict[tuple[Any, ...], Any]:
+    """The memray captures parsed so far (seconds of CPU each), for a successor worker."""
+    return _ARTEFACTS.entries("memray")
+
+
+def adopt_captures(entries: Mapping[tuple[Any, ...], Any]) -> None:
+    _ARTEFACTS.adopt(entries)
 
 
 def _read_collapsed(path: Path) -> Any:
@@ -847,10 +868,10 @@ def write_reports(
 LIVE_WINDOWS = 12
 
 
-def live_view(bundle: Bundle, ctx: SessionContext, *, final: bool = False) -> LiveSnapshot:
-    """The live view: while running, profiles and database activity of the last minute
-    (12 windows of 5 s; statements count from the run's start); once the run is over
-    (``final``), exactly the report's analysis."""
+def report_view(bundle: Bundle, *, final: bool = False) -> LiveSnapshot:
+    """The live view's analysis (run by ``diag.liveworker``): while running, profiles and
+    database activity of the last minute (12 windows of 5 s; statements count from the
+    run's start); once the run is over (``final``), exactly the report's analysis."""
     from diag.liveview import snapshot_from
 
     report = (
@@ -858,5 +879,4 @@ def live_view(bundle: Bundle, ctx: SessionContext, *, final: bool = False) -> Li
         if final
         else analyse(bundle, recent_windows=LIVE_WINDOWS, recent_s=LIVE_WINDOWS * 5.0)
     )
-    snapshot: LiveSnapshot = snapshot_from(report, bundle, ctx)
-    return snapshot
+    return snapshot_from(report, bundle)

@@ -1,9 +1,14 @@
 """Turn a ``Report`` (the analysis of the bundle so far) plus the probes' freshest figures
-into the ``LiveSnapshot`` the TUI renders. Mapping only: no analysis here."""
+into the ``LiveSnapshot`` the TUI renders. Mapping only: no analysis here.
+
+Two steps, because they run in two processes: ``snapshot_from`` maps the report (in the
+analysis worker, ``diag.liveworker``), ``with_probes`` adds what only the running session
+knows (attached profilers, the last pg_stat_activity sample, EXPLAINs asked for)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from diag.bundle import Bundle
@@ -45,7 +50,8 @@ def plan_view(queryid: int, plan: Mapping[str, Any]) -> PlanView:
     )
 
 
-def snapshot_from(report: Report, bundle: Bundle, ctx: SessionContext) -> LiveSnapshot:
+def snapshot_from(report: Report, bundle: Bundle) -> LiveSnapshot:
+    """The report as the TUI shows it; the session's own figures come from ``with_probes``."""
     t0 = bundle.started_at
     load = report.load or {}
     points = tuple(
@@ -73,11 +79,6 @@ def snapshot_from(report: Report, bundle: Bundle, ctx: SessionContext) -> LiveSn
         )
         for e in load.get("endpoints") or []
     )
-    with ctx.lock:
-        attached = dict(ctx.live.get("profilers") or {})
-        activity = ctx.live.get("pg_activity")
-        explained = dict(ctx.live.get("plans") or {})
-        shape = str(ctx.live.get("shape") or ctx.config.shape)
     processes = tuple(
         ProcessView(
             label=str(p.get("label")),
@@ -88,7 +89,6 @@ def snapshot_from(report: Report, bundle: Bundle, ctx: SessionContext) -> LiveSn
                 for s in p.get("series") or []
             ),
             leak_verdict=str(p.get("leak_verdict") or ""),
-            profilers=tuple(attached.get(int(p.get("pid") or 0), ())),
         )
         for p in report.processes
     )
@@ -99,6 +99,54 @@ def snapshot_from(report: Report, bundle: Bundle, ctx: SessionContext) -> LiveSn
         WaitRow(wait=str(w["wait"]), sessions=float(w["samples"]) / n_samples)
         for w in waits_json.get("by_wait") or []
     )
+    statements = tuple(
+        StatementRow(
+            queryid=int(s.get("queryid") or 0),
+            sql=str(s.get("query") or ""),
+            calls=int(s.get("calls") or 0),
+            total_ms=float(s.get("total_exec_ms") or 0.0),
+            mean_ms=float(s.get("mean_exec_ms") or 0.0),
+            rows=int(s.get("rows") or 0),
+            share_percent=100 * float(s.get("share_of_db_time") or 0.0),
+        )
+        for s in database.get("top") or []
+    )
+    plans = {int(p["queryid"]): plan_view(int(p["queryid"]), p) for p in report.plans}
+    hotspots = tuple(
+        HotspotRow(
+            function=str(h.get("function")),
+            process=str(h.get("process") or ""),
+            self_percent=float(h.get("self_pct") or 0.0),
+            total_percent=float(h.get("total_pct") or 0.0),
+            stacks=tuple(str(s) for s in h.get("stacks") or ()),
+        )
+        for h in report.hotspots
+    )
+    return LiveSnapshot(
+        elapsed_s=0.0,
+        phase="",
+        shape="",
+        load_state="off",
+        load=points,
+        endpoints=endpoints,
+        processes=processes,
+        db_time=tuple((float(t) - t0, float(v)) for t, v in database.get("timeline") or []),
+        waits=waits,
+        hotspots=hotspots,
+        statements=statements,
+        plans=plans,
+        findings=tuple(report.ranked()),
+    )
+
+
+def with_probes(snapshot: LiveSnapshot, ctx: SessionContext) -> LiveSnapshot:
+    """``snapshot`` with the session's live figures: profilers attached now, blocking and
+    connections from the last pg_stat_activity sample, EXPLAINs asked for from the TUI."""
+    with ctx.lock:
+        attached = dict(ctx.live.get("profilers") or {})
+        activity = ctx.live.get("pg_activity")
+        explained = dict(ctx.live.get("plans") or {})
+        shape = str(ctx.live.get("shape") or ctx.config.shape)
     blocking: tuple[BlockingRow, ...] = ()
     connections = (0, 0)
     if activity is not None:
@@ -114,44 +162,15 @@ def snapshot_from(report: Report, bundle: Bundle, ctx: SessionContext) -> LiveSn
             for s in activity.sessions
             if s.blockers
         )
-    statements = tuple(
-        StatementRow(
-            queryid=int(s.get("queryid") or 0),
-            sql=str(s.get("query") or ""),
-            calls=int(s.get("calls") or 0),
-            total_ms=float(s.get("total_exec_ms") or 0.0),
-            mean_ms=float(s.get("mean_exec_ms") or 0.0),
-            rows=int(s.get("rows") or 0),
-            share_percent=100 * float(s.get("share_of_db_time") or 0.0),
-        )
-        for s in database.get("top") or []
-    )
-    plans = {int(p["queryid"]): plan_view(int(p["queryid"]), p) for p in report.plans}
-    plans.update(explained)
-    hotspots = tuple(
-        HotspotRow(
-            function=str(h.get("function")),
-            process=str(h.get("process") or ""),
-            self_percent=float(h.get("self_pct") or 0.0),
-            total_percent=float(h.get("total_pct") or 0.0),
-            stacks=tuple(str(s) for s in h.get("stacks") or ()),
-        )
-        for h in report.hotspots
-    )
-    return LiveSnapshot(
+    return replace(
+        snapshot,
         elapsed_s=ctx.elapsed(),
         phase=ctx.phase,
         shape=shape,
-        load_state="off",
-        load=points,
-        endpoints=endpoints,
-        processes=processes,
-        db_time=tuple((float(t) - t0, float(v)) for t, v in database.get("timeline") or []),
-        waits=waits,
+        processes=tuple(
+            replace(p, profilers=tuple(attached.get(p.pid, ()))) for p in snapshot.processes
+        ),
         blocking=blocking,
         connections=connections,
-        hotspots=hotspots,
-        statements=statements,
-        plans=plans,
-        findings=tuple(report.ranked()),
+        plans={**snapshot.plans, **explained},
     )

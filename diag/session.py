@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +34,8 @@ from diag.live import (
     ProcessPoint,
     ProcessView,
 )
+from diag.liveview import with_probes
+from diag.liveworker import AnalysisWorker, WorkerError
 from diag.units import format_duration
 from probes.targets import Target
 
@@ -315,8 +314,9 @@ class LiveSession:
     """A Session running on its own thread and event loop, seen through ``LiveSource``.
 
     ``snapshot()`` combines the probes' live figures with the latest analysis of the bundle
-    so far (``diag.analysis.live_view``), recomputed every few seconds on a worker thread,
-    so the TUI shows exactly what the headless report would.
+    so far (``diag.analysis.report_view``), recomputed every few seconds in a child
+    process (``diag.liveworker``, which says why), so the TUI shows exactly what the
+    headless report would.
     """
 
     def __init__(self, session: Session, analyse_every_s: float = 5.0) -> None:
@@ -333,6 +333,8 @@ class LiveSession:
         self.error: BaseException | None = None
         self.bundle_path: Path | None = None
         self._done = threading.Event()
+        self._closing = False
+        self.worker = AnalysisWorker()
         self._tap = _Tap(session.ctx.bundle.started_at)
         session.ctx.bundle.listeners.append(self._tap)
 
@@ -350,27 +352,27 @@ class LiveSession:
             self._done.set()
 
     def _analyse_loop(self) -> None:
-        from diag.analysis import live_view
-
-        # the analysis thread's own CPU stays under ~3 % of a core: wait at least thirty
-        # times as long as the last refresh cost (re-analysis grows with the run)
+        # the worker's CPU stays under ~3 % of a core: wait at least thirty times as long
+        # as the last pass cost (re-analysis grows with the run)
         interval = self.analyse_every_s
         while not self._done.wait(interval):
-            started = time.thread_time()
-            self._refresh(live_view)
-            interval = max(self.analyse_every_s, 30 * (time.thread_time() - started))
-        self._refresh(live_view, final=True)
+            cost = self._refresh()
+            interval = max(self.analyse_every_s, 30 * cost)
+        self._refresh(final=True)
+        self.worker.close()
 
-    def _refresh(self, live_view: Callable[..., LiveSnapshot], final: bool = False) -> None:
+    def _refresh(self, final: bool = False) -> float:
+        """One analysis pass; returns its CPU seconds."""
         ctx = self.session.ctx
         try:
-            snap = live_view(Bundle(ctx.bundle.path), ctx, final=final)
-        except Exception as exc:
-            ctx.notice(f"analysis: {_one_line(exc)}")
-            return
+            reply = self.worker.run(ctx.bundle.path, final=final)
+        except WorkerError as exc:
+            if not self._closing:
+                ctx.notice(f"analysis: {exc}")
+            return 0.0
         with self._snap_lock:
-            self._snapshot = snap
-        _give_back_freed_memory()
+            self._snapshot = reply.snapshot
+        return reply.cpu_s
 
     @property
     def done(self) -> bool:
@@ -383,7 +385,7 @@ class LiveSession:
     def snapshot(self) -> LiveSnapshot:
         ctx = self.session.ctx
         with self._snap_lock:
-            snap = self._snapshot
+            snap = with_probes(self._snapshot, ctx)
         with ctx.lock:
             health = tuple(ctx.health.values())
             messages = tuple(ctx.messages[-10:])
@@ -432,22 +434,7 @@ class LiveSession:
         return f"saved {len(written)} reports in {path}"
 
     def close(self) -> None:
+        self._closing = True
         self.session.request_stop("interrupted")
         self._thread.join(timeout=90)
-
-
-def _give_back_freed_memory() -> None:
-    """Return what an analysis pass freed to the system. A pass builds and drops tens of
-    MiB of short-lived records; glibc keeps freed memory for reuse, so every burst (the
-    memray window's pass, say) stayed in a long-lived live process's RSS for good."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
-        return trim
-    return None
+        self.worker.close()  # the final pass is for a screen that is going away

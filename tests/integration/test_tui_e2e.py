@@ -2,8 +2,9 @@
 
 Runs the app headless (Textual's ``run_test``, 80x24) against ``diag.session.LiveSession``
 driving the demo (every fault on, real Locust, py-spy and PostgreSQL probes): live numbers
-must appear, the Load screen must list endpoints, ``s`` must stop the load, and ``q`` must
-close the session and leave no child process behind.
+and the analysis worker's results must appear, the Load screen must list endpoints, ``s``
+must stop the load, and ``q`` must close the session and leave no child process behind
+(the analysis worker included).
 """
 
 from __future__ import annotations
@@ -118,6 +119,16 @@ async def test_tui_shows_the_live_demo_and_quits_cleanly(
             assert snap is not None
             status = str(app.query_one("#status").render())
             assert "running" in status and any(p.name in status for p in snap.probes)
+
+            # the analysis (hotspots, statements, findings) comes from the worker process
+            def analysed() -> bool:
+                snap = app.snapshot
+                return bool(snap and snap.statements)
+
+            assert await _until(pilot, analysed, 30), "no analysis reached the screen"
+            worker = live.worker.pid
+            assert worker in {c.pid for c in psutil.Process().children()}
+            assert "diag.liveworker" in " ".join(psutil.Process(worker).cmdline())
 
             await pilot.press("s")
             assert await _until(pilot, lambda: bool(app.replies), 30), "StopLoad got no answer"
