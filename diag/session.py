@@ -385,7 +385,8 @@ class LiveSession:
     def snapshot(self) -> LiveSnapshot:
         ctx = self.session.ctx
         with self._snap_lock:
-            snap = with_probes(self._snapshot, ctx)
+            snap = self._snapshot
+        snap = with_probes(snap, ctx)
         with ctx.lock:
             health = tuple(ctx.health.values())
             messages = tuple(ctx.messages[-10:])
