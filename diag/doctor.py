@@ -17,6 +17,7 @@ import psycopg
 
 from probes import pgconn
 from probes.errors import DiagError
+from probes.memray import attach_debugger
 from probes.sqlfiles import load_sql
 from probes.targets import resolve
 
@@ -75,18 +76,15 @@ def check_pyspy() -> Iterator[Check]:
         child.wait()
 
 
-def check_gdb() -> Iterator[Check]:
-    gdb = shutil.which("gdb")
-    if gdb:
-        yield Check("gdb (memray attach)", OK, gdb, required=False)
+def check_debugger() -> Iterator[Check]:
+    """memray attach injects itself with gdb or lldb: the one that works here, tried on a
+    throwaway process (gdb 13 breaks the process it calls into on CPUs with AMX)."""
+    debugger, why = attach_debugger()
+    name = "debugger (memray attach)"
+    if debugger is not None:
+        yield Check(name, OK, why, required=False)
     else:
-        yield Check(
-            "gdb (memray attach)",
-            WARN,
-            "gdb not found: memray cannot attach to running processes",
-            "apt-get install gdb",
-            required=False,
-        )
+        yield Check(name, WARN, why, "apt-get install gdb lldb", required=False)
 
 
 def check_memray_in_target(spec: str) -> Iterator[Check]:
@@ -196,7 +194,7 @@ def check_postgres(dsn: str) -> Iterator[Check]:
 
 
 def run_checks(dsn: str | None, targets: list[str]) -> list[Check]:
-    checks: list[Check] = [*check_pyspy(), *check_gdb()]
+    checks: list[Check] = [*check_pyspy(), *check_debugger()]
     for spec in targets:
         try:
             checks.extend(check_memray_in_target(spec))

@@ -7,6 +7,13 @@ write), ``poll()`` is true once the capture is finalized, ``stop()`` detaches ea
 ``result()`` reads it back (``read_capture``, in a child process; call it from a thread) and moves
 the capture into ``out_dir``. ``record_window`` is the asyncio form.
 
+memray injects itself with a debugger. ``attach_debugger()`` picks the one that works on
+this machine: gdb 13 cannot restore the registers of a process it called into on CPUs
+with AMX (the kernel wants the whole XSAVE area; gdb writes a smaller one), and the call
+it interrupted then fails in the target (``OSError: [Errno 514]`` from ``time.sleep``):
+it would kill the process we diagnose. So gdb is first tried on a throwaway ``sleep``,
+and lldb used where gdb fails.
+
 ``read_capture`` turns memray's temporal records into per-location live-byte series
 across the capture's memory snapshots; ranking them (leak vs filling cache) is
 ``diag.leaks``' job. If the target's interpreter cannot import memray,
@@ -16,6 +23,7 @@ across the capture's memory snapshots; ranking them (leak vs filling cache) is
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import subprocess
@@ -140,10 +148,61 @@ def _target_env(pid: int) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def attach_debugger() -> tuple[str | None, str]:
+    """The debugger ``memray attach`` should use here (``"gdb"``, ``"lldb"`` or None) and
+    why: gdb if it can call into a throwaway process and leave it unharmed, else lldb."""
+    gdb_problem = "gdb not found"
+    if shutil.which("gdb") is not None:
+        gdb_problem = _gdb_call_problem()
+        if not gdb_problem:
+            return "gdb", "gdb can call into a process"
+    if shutil.which("lldb") is not None:
+        return "lldb", f"lldb ({gdb_problem})"
+    return None, (
+        f"memray attach needs a debugger that can call into the target ({gdb_problem}): "
+        "apt-get install lldb (memray windows skipped)"
+    )
+
+
+def _gdb_call_problem() -> str:
+    """Empty when gdb can call a function in a process sleeping in a system call and let
+    it go on; else what went wrong (tried on a ``sleep`` of our own, never a target)."""
+    try:
+        child = subprocess.Popen(
+            ["sleep", "30"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    except OSError as exc:
+        return f"cannot start a test process: {exc}"
+    try:
+        time.sleep(0.1)  # into its nanosleep, where the targets usually are
+        proc = subprocess.run(
+            ["gdb", "-batch", "-nx", "-p", str(child.pid),
+             "-iex", "set auto-solib-add off", "-ex", "call (int)getpid()"],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.1)
+        if child.poll() is not None:  # the interrupted sleep failed: gdb would harm targets
+            said = (proc.stdout + proc.stderr).splitlines()
+            lines = [ln for ln in said if "couldn't" in ln.lower()]
+            why = lines[0].strip().rstrip(".") if lines else f"exit code {child.returncode}"
+            return f"gdb breaks the process it calls into: {why}"
+        if f"= {child.pid}" not in proc.stdout:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            return f"gdb cannot call into a process: {lines[-1] if lines else 'no output'}"
+        return ""
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"gdb test failed: {exc}"
+    finally:
+        child.kill()
+        child.wait()
+
+
 def memray_unavailable(pid: int) -> str | None:
     """None when memray can attach to ``pid``; else one line saying why and the fix."""
-    if shutil.which("gdb") is None and shutil.which("lldb") is None:
-        return "memray attach needs gdb: apt-get install gdb (memray windows skipped)"
+    debugger, why = attach_debugger()
+    if debugger is None:
+        return why
     interpreter = target_interpreter(pid)
     if interpreter is None:
         return f"cannot read PID {pid}'s interpreter (gone, or no permission: run as root)"
@@ -210,7 +269,8 @@ class MemrayRecorder:
 
     def argv(self) -> list[str]:
         args = [
-            memray_path(), "attach", "-o", str(self.capture_path),
+            memray_path(), "attach", "--method", attach_debugger()[0] or "auto",
+            "-o", str(self.capture_path),
             "--duration", str(max(1, round(self.duration))), "--force", "--no-compress",
         ]  # fmt: skip
         if self.trace_python_allocators:
@@ -276,7 +336,13 @@ class MemrayRecorder:
             self._attach.wait(30)
         if self._attach is not None and self._attach.returncode == 0 and not self._finalized():
             subprocess.run(
-                [memray_path(), "detach", str(self.pid)],
+                [
+                    memray_path(),
+                    "detach",
+                    "--method",
+                    attach_debugger()[0] or "auto",
+                    str(self.pid),
+                ],
                 capture_output=True,
                 timeout=60,
                 check=False,

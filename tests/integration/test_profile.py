@@ -1,6 +1,7 @@
 """Profilers on small real targets (tests/targets): py-spy, memray, discovery, the command.
 
-Needs ptrace (root or ptrace_scope=0) and gdb for memray; skipped with the reason when absent.
+Needs ptrace (root or ptrace_scope=0) and gdb or lldb for memray; skipped with the reason
+when absent.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +25,7 @@ from diag.hotspots import function_stats
 from diag.leaks import memray_suspects
 from diag.pgembed import free_port
 from probes.errors import DiagError
-from probes.memray import MemrayRecorder, memray_unavailable
+from probes.memray import MemrayRecorder, attach_debugger, memray_unavailable
 from probes.pyspy import PySpyRecorder, record_window
 from probes.targets import resolve
 
@@ -47,7 +47,9 @@ def _can_ptrace() -> bool:
 
 
 needs_ptrace = pytest.mark.skipif(not _can_ptrace(), reason="no ptrace permission for py-spy")
-needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb absent: no memray attach")
+needs_debugger = pytest.mark.skipif(
+    attach_debugger()[0] is None, reason="no debugger memray attach can use here"
+)
 
 
 def start(script: str, *args: str) -> subprocess.Popen[str]:
@@ -105,7 +107,7 @@ def test_pyspy_window_finds_the_planted_hotspot_and_stops_early(
 
 
 @needs_ptrace
-@needs_gdb
+@needs_debugger
 def test_memray_window_ranks_the_leak_first_and_not_the_cache(tmp_path: Path) -> None:
     proc = start("leaky.py", "60")
     try:
@@ -191,7 +193,7 @@ def test_profile_command_hotspot_and_gone_target(
 
 
 @needs_ptrace
-@needs_gdb
+@needs_debugger
 def test_profile_command_memray_flags_the_leak_not_the_cache(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
