@@ -1,12 +1,16 @@
 """Index advice: a ready ``CREATE INDEX`` for sequential scans with selective filters.
 
 For each Seq Scan whose filter keeps a small share of the rows it reads, the filter's
-columns become a candidate (equality columns first, then one range column). A candidate
-is dropped when an existing valid index already leads with one of its equality columns
-or with its exact columns. When the hypopg extension is installed in the database, the
-candidates (each column alone, then the whole key) are tried as hypothetical indexes and
-one is kept only if the planner's cost drops by at least 50 %; without hypopg the
-suggestion is marked unverified. Nothing is created: the statement is for the user.
+columns become a candidate (equality columns first, then one range column). Where ANALYZE
+has statistics, an equality column that narrows little on its own (a flag, a status with
+a few values: more than 10 % of the rows per value) is left out when a selective one is
+there, and the selective ones go most selective first; so an index that leads with such
+a flag does not count as covering. A candidate is dropped when an existing valid index
+already leads with one of its equality columns or with its exact columns. When the
+hypopg extension is installed in the database, the candidates (each column alone, then
+the whole key) are tried as hypothetical indexes and one is kept only if the planner's
+cost drops by at least 50 %; without hypopg the suggestion is marked unverified. Nothing
+is created: the statement is for the user.
 """
 
 from __future__ import annotations
@@ -160,6 +164,25 @@ def _comparison(expr: Any) -> tuple[str | None, str]:
     return None, ""
 
 
+def selective_columns(table: TableInfo, cols: FilterColumns) -> FilterColumns:
+    """``cols`` without the equality columns that narrow little on their own (when a
+    selective one is there), the most selective first; as they are without statistics.
+
+    >>> t = TableInfo(1, "public", "tasks", 1e5, (), (("project_id", 250.0), ("archived", 2.0)))
+    >>> selective_columns(t, FilterColumns(("archived", "project_id"), ()))
+    FilterColumns(equality=('project_id',), ranges=())
+    >>> selective_columns(t, FilterColumns(("archived",), ()))
+    FilterColumns(equality=('archived',), ranges=())
+    """
+    known = {c: table.distinct_values(c) for c in cols.equality}
+    selective = [c for c, n in known.items() if n is None or n * MAX_SELECTIVITY >= 1.0]
+    if not selective:
+        return cols
+    # unknown statistics keep their place after the columns known to be selective
+    selective.sort(key=lambda c: -(known[c] or 0.0))
+    return FilterColumns(tuple(selective), cols.ranges)
+
+
 def covering_index(table: TableInfo, cols: FilterColumns) -> str | None:
     """The name of an existing valid index that already covers the candidate's leading
     columns, or None."""
@@ -248,7 +271,7 @@ def advise(
         table = table_info(conn, node.relation, node.schema)
         if table is None:
             continue
-        cols = filter_columns(node.conditions["Filter"])
+        cols = selective_columns(table, filter_columns(node.conditions["Filter"]))
         if not cols.key:
             skipped.append(Skipped(table.qualified, (), "no indexable comparison in the filter"))
             continue

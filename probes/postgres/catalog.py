@@ -32,10 +32,19 @@ class TableInfo:
     relname: str
     reltuples: float
     indexes: tuple[IndexInfo, ...]
+    # ANALYZE's distinct values per column (pg_stats; none for columns never analysed)
+    distinct: tuple[tuple[str, float], ...] = ()
 
     @property
     def qualified(self) -> str:
         return f"{self.schemaname}.{self.relname}"
+
+    def distinct_values(self, column: str) -> float | None:
+        """How many distinct values ``column`` holds, or None when it was never analysed."""
+        for name, n in self.distinct:
+            if name == column:
+                return n if n >= 0 else -n * max(self.reltuples, 0.0)
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,12 +67,17 @@ def table_info(conn: Conn, relname: str, schemaname: str | None = None) -> Table
         )
         for r in rows(conn, "table_indexes", {"relid": int(rel["relid"])})
     )
+    names = {"schemaname": str(rel["schemaname"]), "relname": str(rel["relname"])}
     return TableInfo(
         relid=int(rel["relid"]),
-        schemaname=str(rel["schemaname"]),
-        relname=str(rel["relname"]),
+        schemaname=names["schemaname"],
+        relname=names["relname"],
         reltuples=float(rel["reltuples"]),
         indexes=indexes,
+        distinct=tuple(
+            (str(r["column_name"]), float(r["n_distinct"]))
+            for r in rows(conn, "column_stats", names)
+        ),
     )
 
 

@@ -4,14 +4,16 @@ import doctest
 
 import pytest
 
-from diag import attribution, callsites, dbanalysis, findings, units
+from diag import attribution, callsites, dbanalysis, findings, indexadvice, units
 from diag.findings import Finding, Location, Severity, rank
 from probes import sqlfiles
 from probes.errors import DiagError, GateFailed, PrerequisiteError, UsageError
 from probes.redact import redact_dsn, redact_text
 
 
-@pytest.mark.parametrize("module", [units, findings, attribution, callsites, dbanalysis])
+@pytest.mark.parametrize(
+    "module", [units, findings, attribution, callsites, dbanalysis, indexadvice]
+)
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from diag.indexadvice import (
     FilterColumns,
     covering_index,
     create_statement,
     filter_columns,
     quote_ident,
+    selective_columns,
 )
 from probes.postgres.catalog import IndexInfo, TableInfo
 
@@ -45,6 +48,29 @@ def test_covering_index_checks_leading_columns() -> None:
     # invalid or partial indexes do not count
     assert covering_index(_table(_index("i4", "project_id", valid=False)), cols) is None
     assert covering_index(_table(_index("i5", "project_id", partial=True)), cols) is None
+
+
+def test_an_index_on_a_flag_does_not_cover_a_selective_filter() -> None:
+    # the generic plan of the stand-in's per-project task list: archived is a boolean
+    flag = _index("idx_tasks_archived", "archived")
+    table = dataclasses.replace(
+        _table(flag), distinct=(("archived", 2.0), ("project_id", 250.0), ("id", -1.0))
+    )
+    cols = selective_columns(table, filter_columns("((project_id = $1) AND (archived = $2))"))
+    assert cols.key == ("project_id",)
+    assert covering_index(table, cols) is None
+    assert covering_index(dataclasses.replace(table, indexes=(_index("p", "project_id"),)), cols)
+    # a negative n_distinct is a share of the rows; a unique column is the most selective
+    assert table.distinct_values("id") == 1e5
+    assert selective_columns(table, FilterColumns(("project_id", "id"), ())).key == (
+        "id",
+        "project_id",
+    )
+    # without statistics the filter's own order stays, and the flag still covers
+    bare = _table(flag)
+    cols = selective_columns(bare, filter_columns("((project_id = $1) AND (archived = $2))"))
+    assert cols.key == ("project_id", "archived")
+    assert covering_index(bare, cols) == "idx_tasks_archived"
 
 
 def test_create_statement_is_ready_to_run() -> None:
