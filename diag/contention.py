@@ -135,14 +135,15 @@ def pool_findings(
     load: Mapping[str, Any] | None,
     min_saturated: float = 0.3,
     held_idle_s: float = HELD_IDLE_S,
-    min_overload: float = 1.25,
+    min_overload: float = 1.0,
 ) -> list[Finding]:
     """Applications whose pooled sessions were all in use at once in most samples.
 
     Pooled sessions: an application's backends present in >= 80 % of the samples (a
     connection opened per request is not part of the pool). When the load is known, the
     requests in flight (Little's law) must exceed ``min_overload`` x the pool size: with
-    no more requests than connections nothing can queue for one.
+    no more requests than connections nothing can queue for one; past that, the score
+    grows with the share of request time spent waiting.
     """
     if len(samples) < 20:
         return []
@@ -160,7 +161,7 @@ def pool_findings(
         if not pool:
             continue
         size = len(pool)
-        if in_flight is not None and in_flight < min_overload * size:
+        if in_flight is not None and in_flight <= min_overload * size:
             continue
         saturated = 0
         queries: Counter[int] = Counter()
