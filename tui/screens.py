@@ -42,7 +42,9 @@ Row = tuple[str, Sequence[object]]
 def sync_table(table: DataTable[Any], rows: Sequence[Row], keep: str | None = None) -> None:
     """Show ``rows`` (key, cells) in ``table`` without losing the cursor.
 
-    Same keys in the same order: only the changed cells are updated (cheap, no flicker).
+    Same keys in the same order: only the changed cells are updated (cheap, no flicker),
+    and an auto-width column widens to its new text: a row first shown before its process
+    had a sample ("–") kept a 3-cell RSS column for the whole run ("85." for 85.3 MiB).
     Otherwise the table is rebuilt and the cursor put back on ``keep`` (or the row it was on).
     """
     keys = [key for key, _cells in rows]
@@ -54,7 +56,7 @@ def sync_table(table: DataTable[Any], rows: Sequence[Row], keep: str | None = No
             old = table.get_row(key)
             for column, cell, before in zip(columns, cells, old, strict=False):
                 if cell != before:
-                    table.update_cell(key, column, cell)
+                    table.update_cell(key, column, cell, update_width=True)
                     changed = True
         if changed:
             forget_stale_renders(table)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 from textual.widgets import ContentSwitcher, DataTable, Static
+from textual.widgets.data_table import ColumnKey
 
 from diag.live import (
     AttachProfiler,
@@ -347,6 +348,29 @@ async def test_updated_tables_keep_no_stale_renders(frames: list[LiveSnapshot]) 
         assert cells > 0 and len(table.rows) == table.row_count
         assert len(table._cell_render_cache) <= 3 * (cells + len(table.columns))
         assert len(table._line_cache) <= 3 * 24
+
+
+async def test_columns_widen_when_a_cell_updated_in_place_grows(
+    frames: list[LiveSnapshot],
+) -> None:
+    """At a session's start its processes have no sample yet ("–" for CPU and RSS); the
+    same rows are then updated in place, and their figures must show in full."""
+    snap = frames[MEASURING]
+    empty = dataclasses.replace(
+        snap, processes=tuple(dataclasses.replace(p, series=()) for p in snap.processes)
+    )
+    app = DiagApp(ReplaySource([empty, snap], mode="call"), refresh_s=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(pilot, app)
+        table = app.query_one("#ov-procs", DataTable)
+        assert _plain(table)[0][3] == "–"
+        app.poll()
+        await _ready(pilot, app, 2)
+        await pilot.pause()
+        rss = tformat.fmt_bytes(snap.processes[0].series[-1].rss_bytes)
+        assert _plain(table)[0][3] == rss  # the same row, updated in place
+        # what decides the drawn width (cell padding on both sides)
+        assert table.columns[ColumnKey("rss")].get_render_width(table) >= len(rss) + 2
 
 
 async def test_drawn_text_widths_are_forgotten_every_minute(
