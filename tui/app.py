@@ -106,6 +106,7 @@ class DiagApp(App[int]):
         self._quitting = False
         self._users_pending: int | None = None
         self._reply = ""
+        self._reply_seen: tuple[str, ...] = ()  # the notices there were when it came
         self.ui_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- layout ------------------------------------------------------------------------
@@ -167,7 +168,7 @@ class DiagApp(App[int]):
         width = self.size.width
         self.query_one("#status", Static).update(render.status_line(snap, width))
         self.query_one("#message", Static).update(
-            render.message_line(snap.messages, self._reply, width)
+            render.message_line(snap.messages, self._reply, width, self._reply_seen)
         )
         self._pane(self.current).show(snap)
 
@@ -220,10 +221,10 @@ class DiagApp(App[int]):
         self._set_reply(message.reply)
 
     def _set_reply(self, text: str) -> None:
-        self._reply = text
         messages = self.snapshot.messages if self.snapshot else ()
+        self._reply, self._reply_seen = text, tuple(messages)
         self.query_one("#message", Static).update(
-            render.message_line(messages, text, self.size.width)
+            render.message_line(messages, text, self.size.width, messages)
         )
 
     def _load_state(self) -> str:

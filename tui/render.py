@@ -293,9 +293,20 @@ def explain_advice(findings: Sequence[Finding], queryid: int) -> list[str]:
     ]
 
 
-def message_line(messages: Sequence[str], action_reply: str, width: int) -> Text:
-    """The newest of: the last action's answer, the session's last notice."""
-    line = action_reply or (messages[-1] if messages else "")
+def message_line(
+    messages: Sequence[str], action_reply: str, width: int, seen: Sequence[str] = ()
+) -> Text:
+    """The newest of: the last action's answer, the session's last notice. ``seen`` are
+    the notices there were when the answer came: a notice after it (the plan an EXPLAIN
+    started is ready, a memray window failed) replaces it.
+
+    >>> str(message_line(("a",), "planning…", 40, seen=("a",)))
+    'planning…'
+    >>> str(message_line(("a", "plan ready"), "planning…", 40, seen=("a",)))
+    'plan ready'
+    """
+    newer = bool(messages) and tuple(messages) != tuple(seen)
+    line = messages[-1] if newer or not action_reply else action_reply
     return Text(truncate(line, width), style="italic")
 
 

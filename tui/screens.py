@@ -247,7 +247,7 @@ class HotspotsPane(Pane):
 class MemoryPane(Pane):
     def compose(self) -> ComposeResult:
         yield _table(
-            "mem-table", ("process", 24), ("rss", 9), ("change", 9), "rss trend", "leak verdict"
+            "mem-table", ("process", 23), ("rss", 9), ("change", 10), "rss trend", "leak verdict"
         )
         yield Static("", id="mem-selected")
         yield SnapText(lambda s, w: render.memory_suspects(s.findings, w), id="mem-suspects")
@@ -263,7 +263,7 @@ class MemoryPane(Pane):
                 (
                     str(p.pid),
                     [
-                        truncate(p.label if p.alive else f"{p.label} (gone)", 24),
+                        truncate(p.label if p.alive else f"{p.label} (gone)", 23),
                         fmt_bytes(last.rss_bytes) if last else "–",
                         render.rss_change(p),
                         Text(spark_rss(p, sw), style="blue"),

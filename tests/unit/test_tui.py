@@ -71,7 +71,7 @@ async def _replies(pilot: Any, app: DiagApp, count: int) -> None:
 # ---- pure parts ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [tformat, keys])
+@pytest.mark.parametrize("module", [tformat, keys, render])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
@@ -419,6 +419,39 @@ async def test_source_errors_show_on_the_message_line(frames: list[LiveSnapshot]
         await pilot.press("r")
         await _replies(pilot, app, 1)
         assert app.replies[0] == "SaveReport failed: RuntimeError: cannot do that now"
+
+
+class _LaterNotices(ReplaySource):
+    """Answers an action at once and reports its outcome later, as a session notice
+    (how the live session answers EXPLAIN and memray windows)."""
+
+    def act(self, action: Any) -> str:
+        self.actions.append(action)
+        return "planning queryid 1…"
+
+    def notice(self, text: str) -> None:
+        with self._lock:
+            self._messages.append(text)
+
+
+async def test_a_notice_after_an_answer_replaces_it(frames: list[LiveSnapshot]) -> None:
+    source = _LaterNotices(frames, mode="fixed", start=MEASURING)
+    app = DiagApp(source, refresh_s=None)
+
+    def line() -> str:
+        return str(app.query_one("#message", Static).render())
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(pilot, app)
+        await pilot.press("e")
+        await _replies(pilot, app, 1)
+        app.poll()
+        await _ready(pilot, app, 2)
+        assert line() == "planning queryid 1…"  # no notice since: the answer stays
+        source.notice("plan ready for queryid 1")
+        app.poll()
+        await _ready(pilot, app, 3)
+        assert line() == "plan ready for queryid 1"
 
 
 def test_run_app_closes_the_source_when_the_app_crashes(frames: list[LiveSnapshot]) -> None:
