@@ -144,6 +144,8 @@ def finish(
     bundle_path: Path, config: RunConfig, *, print_report: bool = True, stream: Any = None
 ) -> int:
     """Write every report into the bundle, print the terminal one, return the exit code."""
+    # the final analysis reads every capture (seconds each): say so, after a TUI has gone
+    print(f"archon-diag: analysing {bundle_path} and writing its reports …", file=sys.stderr)
     baseline = analyse(Bundle(config.baseline)) if config.baseline else None
     bundle = Bundle(bundle_path)
     written = write_reports(bundle, bundle_path, fail_on=config.fail_on, baseline=baseline)
