@@ -304,9 +304,14 @@ def message_line(
     'planning…'
     >>> str(message_line(("a", "plan ready"), "planning…", 40, seen=("a",)))
     'plan ready'
+    >>> str(message_line((), "", 40)), str(message_line(("a",), "", 40))
+    ('', 'a')
     """
     newer = bool(messages) and tuple(messages) != tuple(seen)
-    line = messages[-1] if newer or not action_reply else action_reply
+    if newer or not action_reply:
+        line = messages[-1] if messages else ""
+    else:
+        line = action_reply
     return Text(truncate(line, width), style="italic")
 
 
