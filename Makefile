@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# System packages: PostgreSQL server + contrib (pg_stat_statements, auto_explain), gdb and
-# lldb (memray attach: gdb 13 breaks the process it calls into on CPUs with AMX, lldb does
-# not; probes.memray picks the one that works). Installed with apt-get only when absent.
+# System packages: PostgreSQL server + contrib (pg_stat_statements, auto_explain), gdb
+# (memray attach) and a C compiler (on CPUs with AMX gdb 13 needs a small preload that
+# probes.memray builds). Installed with apt-get only when absent.
 sysdeps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
@@ -18,7 +18,7 @@ sysdeps:
 	ls /usr/share/postgresql/*/extension/pg_stat_statements.control >/dev/null 2>&1 \
 	  || case "$$missing" in *contrib*) ;; *) missing="$$missing postgresql-contrib";; esac; \
 	command -v gdb >/dev/null 2>&1 || missing="$$missing gdb"; \
-	command -v lldb >/dev/null 2>&1 || missing="$$missing lldb"; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \

@@ -77,14 +77,14 @@ def check_pyspy() -> Iterator[Check]:
 
 
 def check_debugger() -> Iterator[Check]:
-    """memray attach injects itself with gdb or lldb: the one that works here, tried on a
-    throwaway process (gdb 13 breaks the process it calls into on CPUs with AMX)."""
-    debugger, why = attach_debugger()
-    name = "debugger (memray attach)"
-    if debugger is not None:
-        yield Check(name, OK, why, required=False)
+    """memray attach injects itself with gdb: tried on a throwaway process (gdb 13 breaks
+    the process it calls into on CPUs with AMX unless our XSAVE fix is preloaded)."""
+    debugger = attach_debugger()
+    name = "gdb (memray attach)"
+    if debugger.ok:
+        yield Check(name, OK, debugger.why, required=False)
     else:
-        yield Check(name, WARN, why, "apt-get install gdb lldb", required=False)
+        yield Check(name, WARN, debugger.why, "apt-get install gdb gcc", required=False)
 
 
 def check_memray_in_target(spec: str) -> Iterator[Check]:

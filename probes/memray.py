@@ -7,12 +7,13 @@ write), ``poll()`` is true once the capture is finalized, ``stop()`` detaches ea
 ``result()`` reads it back (``read_capture``, in a child process; call it from a thread) and moves
 the capture into ``out_dir``. ``record_window`` is the asyncio form.
 
-memray injects itself with a debugger. ``attach_debugger()`` picks the one that works on
-this machine: gdb 13 cannot restore the registers of a process it called into on CPUs
-with AMX (the kernel wants the whole XSAVE area; gdb writes a smaller one), and the call
-it interrupted then fails in the target (``OSError: [Errno 514]`` from ``time.sleep``):
-it would kill the process we diagnose. So gdb is first tried on a throwaway ``sleep``,
-and lldb used where gdb fails.
+memray injects itself with gdb. On CPUs with AMX, gdb 13 cannot restore the registers of
+a process it called into (the kernel wants the whole XSAVE area; gdb writes a smaller
+one), and the call it interrupted then fails in the target (``OSError: [Errno 514]`` from
+``time.sleep``): it would kill the process we diagnose. So ``attach_debugger()`` first
+tries gdb on a throwaway ``sleep``; where it fails, gdb runs with a small preload that
+completes the write (``native/gdb_xstate_shim.c``), if that passes the same test.
+(lldb 14 was tried instead: it segfaulted a threaded stand-in service.)
 
 ``read_capture`` turns memray's temporal records into per-location live-byte series
 across the capture's memory snapshots; ranking them (leak vs filling cache) is
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -148,24 +150,69 @@ def _target_env(pid: int) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Debugger:
+    """How ``memray attach`` injects itself here: gdb, maybe with our preload (below)."""
+
+    ok: bool
+    why: str  # what was found, or what is missing and the fix
+    preload: str | None = None  # LD_PRELOAD for gdb: the XSAVE fix
+
+    def env(self) -> dict[str, str]:
+        """The environment for ``memray attach`` / ``detach`` (and the gdb they run)."""
+        env = dict(os.environ)
+        if self.preload:
+            env["LD_PRELOAD"] = " ".join(p for p in (self.preload, env.get("LD_PRELOAD")) if p)
+        return env
+
+
+_SHIM_SOURCE = Path(__file__).parent / "native" / "gdb_xstate_shim.c"
+
+
 @functools.cache
-def attach_debugger() -> tuple[str | None, str]:
-    """The debugger ``memray attach`` should use here (``"gdb"``, ``"lldb"`` or None) and
-    why: gdb if it can call into a throwaway process and leave it unharmed, else lldb."""
-    gdb_problem = "gdb not found"
-    if shutil.which("gdb") is not None:
-        gdb_problem = _gdb_call_problem()
-        if not gdb_problem:
-            return "gdb", "gdb can call into a process"
-    if shutil.which("lldb") is not None:
-        return "lldb", f"lldb ({gdb_problem})"
-    return None, (
-        f"memray attach needs a debugger that can call into the target ({gdb_problem}): "
-        "apt-get install lldb (memray windows skipped)"
-    )
+def attach_debugger() -> Debugger:
+    """gdb if it can call into a throwaway process and leave it unharmed; else gdb with
+    ``native/gdb_xstate_shim.c`` preloaded (built with the system's C compiler), if that
+    passes the same test; else nothing (memray windows are skipped with the reason)."""
+    if shutil.which("gdb") is None:
+        return Debugger(False, "memray attach needs gdb: apt-get install gdb")
+    problem = _gdb_call_problem()
+    if not problem:
+        return Debugger(True, "gdb can call into a process")
+    try:
+        shim = _build_shim()
+    except OSError as exc:
+        return Debugger(False, f"{problem}; cannot build the fix: {exc}")
+    fixed = _gdb_call_problem({**os.environ, "LD_PRELOAD": shim})
+    if fixed:
+        return Debugger(False, f"{problem}, and with the XSAVE fix: {fixed}")
+    return Debugger(True, f"gdb with the XSAVE fix ({problem} without it)", shim)
 
 
-def _gdb_call_problem() -> str:
+def _build_shim() -> str:
+    """The preload, compiled once per source version into a private directory."""
+    source = _SHIM_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:12]
+    out = Path(tempfile.gettempdir()) / f"archon-diag-{os.geteuid()}" / f"xstate-{digest}.so"
+    if out.is_file():
+        return str(out)
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise OSError("no C compiler: apt-get install gcc")
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = out.with_suffix(f".{os.getpid()}.tmp")
+    proc = subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(_SHIM_SOURCE), "-ldl"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise OSError(f"{compiler} failed: {lines[-1] if lines else proc.returncode}")
+    partial.replace(out)
+    return str(out)
+
+
+def _gdb_call_problem(env: dict[str, str] | None = None) -> str:
     """Empty when gdb can call a function in a process sleeping in a system call and let
     it go on; else what went wrong (tried on a ``sleep`` of our own, never a target)."""
     try:
@@ -179,14 +226,14 @@ def _gdb_call_problem() -> str:
         proc = subprocess.run(
             ["gdb", "-batch", "-nx", "-p", str(child.pid),
              "-iex", "set auto-solib-add off", "-ex", "call (int)getpid()"],
-            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         time.sleep(0.1)
         if child.poll() is not None:  # the interrupted sleep failed: gdb would harm targets
             said = (proc.stdout + proc.stderr).splitlines()
             lines = [ln for ln in said if "couldn't" in ln.lower()]
             why = lines[0].strip().rstrip(".") if lines else f"exit code {child.returncode}"
-            return f"gdb breaks the process it calls into: {why}"
+            return f"gdb breaks the process it calls into ({why})"
         if f"= {child.pid}" not in proc.stdout:
             lines = (proc.stderr or proc.stdout).strip().splitlines()
             return f"gdb cannot call into a process: {lines[-1] if lines else 'no output'}"
@@ -200,9 +247,9 @@ def _gdb_call_problem() -> str:
 
 def memray_unavailable(pid: int) -> str | None:
     """None when memray can attach to ``pid``; else one line saying why and the fix."""
-    debugger, why = attach_debugger()
-    if debugger is None:
-        return why
+    debugger = attach_debugger()
+    if not debugger.ok:
+        return f"{debugger.why} (memray windows skipped)"
     interpreter = target_interpreter(pid)
     if interpreter is None:
         return f"cannot read PID {pid}'s interpreter (gone, or no permission: run as root)"
@@ -269,8 +316,7 @@ class MemrayRecorder:
 
     def argv(self) -> list[str]:
         args = [
-            memray_path(), "attach", "--method", attach_debugger()[0] or "auto",
-            "-o", str(self.capture_path),
+            memray_path(), "attach", "--method", "gdb", "-o", str(self.capture_path),
             "--duration", str(max(1, round(self.duration))), "--force", "--no-compress",
         ]  # fmt: skip
         if self.trace_python_allocators:
@@ -283,7 +329,11 @@ class MemrayRecorder:
         self._started = time.time()
         with self._log.open("wb") as log:
             self._attach = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=attach_debugger().env(),
             )
 
     def attach_finished(self) -> bool:
@@ -336,16 +386,11 @@ class MemrayRecorder:
             self._attach.wait(30)
         if self._attach is not None and self._attach.returncode == 0 and not self._finalized():
             subprocess.run(
-                [
-                    memray_path(),
-                    "detach",
-                    "--method",
-                    attach_debugger()[0] or "auto",
-                    str(self.pid),
-                ],
+                [memray_path(), "detach", "--method", "gdb", str(self.pid)],
                 capture_output=True,
                 timeout=60,
                 check=False,
+                env=attach_debugger().env(),
             )
 
     def result(self, read: bool = True) -> MemrayWindow:

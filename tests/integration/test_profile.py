@@ -1,6 +1,6 @@
 """Profilers on small real targets (tests/targets): py-spy, memray, discovery, the command.
 
-Needs ptrace (root or ptrace_scope=0) and gdb or lldb for memray; skipped with the reason
+Needs ptrace (root or ptrace_scope=0) and gdb for memray; skipped with the reason
 when absent.
 """
 
@@ -48,7 +48,7 @@ def _can_ptrace() -> bool:
 
 needs_ptrace = pytest.mark.skipif(not _can_ptrace(), reason="no ptrace permission for py-spy")
 needs_debugger = pytest.mark.skipif(
-    attach_debugger()[0] is None, reason="no debugger memray attach can use here"
+    not attach_debugger().ok, reason="memray attach cannot use gdb here"
 )
 
 
