@@ -308,10 +308,8 @@ def message_line(
     ('', 'a')
     """
     newer = bool(messages) and tuple(messages) != tuple(seen)
-    if newer or not action_reply:
-        line = messages[-1] if messages else ""
-    else:
-        line = action_reply
+    answer = action_reply and not newer
+    line = action_reply if answer else (messages[-1] if messages else "")
     return Text(truncate(line, width), style="italic")
 
 
