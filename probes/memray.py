@@ -28,6 +28,7 @@ import functools
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -194,12 +195,17 @@ def _build_shim() -> str:
     source = _SHIM_SOURCE.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / f"archon-diag-{os.geteuid()}" / f"xstate-{digest}.so"
+    out.parent.mkdir(mode=0o700, exist_ok=True)
+    # gdb runs as root with this preloaded: never load or build it in a directory of /tmp
+    # that someone else made (or can write to)
+    st = out.parent.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise OSError(f"{out.parent} is not a private directory of ours: remove it")
     if out.is_file():
         return str(out)
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise OSError("no C compiler: apt-get install gcc")
-    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = out.with_suffix(f".{os.getpid()}.tmp")
     proc = subprocess.run(
         [compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(_SHIM_SOURCE), "-ldl"],
